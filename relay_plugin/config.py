@@ -1,0 +1,162 @@
+"""Settings read once from the environment into a frozen, typed value."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import platformdirs
+
+from relay_plugin.core.policy import BreakerPolicy, RetryPolicy
+from relay_plugin.errors import ConfigError
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+_INSTANCE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def default_data_dir() -> Path:
+    """Return the per-user data folder used when RELAY_DATA_DIR is not set."""
+    return Path(platformdirs.user_data_dir("relay-plugin", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the plugin reads from its environment. Secrets are kept out of ``repr``."""
+
+    data_dir: Path
+    slack_bot_token: str = field(default="", repr=False)
+    slack_signing_secret: str = field(default="", repr=False)
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    host: str = "0.0.0.0"
+    port: int = 3000
+    relay_token: str = field(default="", repr=False)
+    instance_name: str = "slack-relay"
+    retry: RetryPolicy = RetryPolicy()
+    breaker: BreakerPolicy = BreakerPolicy()
+    shutdown_grace_s: float = 30.0
+    event_ttl_s: float = 900.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, require_slack: bool = True) -> Settings:
+        """Build settings from ``env``; a missing or malformed value raises ConfigError."""
+        reader = _Reader(env)
+        bot_token = reader.text("SLACK_BOT_TOKEN")
+        signing_secret = reader.text("SLACK_SIGNING_SECRET")
+        if require_slack:
+            if not bot_token:
+                raise ConfigError(
+                    "SLACK_BOT_TOKEN",
+                    "missing; set it to the app's Bot User OAuth Token (xoxb-...) from the "
+                    "OAuth & Permissions page",
+                )
+            if not bot_token.startswith("xoxb-"):
+                raise ConfigError(
+                    "SLACK_BOT_TOKEN", "malformed; a bot token starts with 'xoxb-'"
+                )
+            if not signing_secret:
+                raise ConfigError(
+                    "SLACK_SIGNING_SECRET",
+                    "missing; set it to the Signing Secret from the app's Basic Information page",
+                )
+        retry = RetryPolicy(
+            retries=reader.integer("RELAY_RETRIES", 3, minimum=0, maximum=10),
+            base_s=reader.number("RELAY_RETRY_BASE_S", 1.0, minimum=0.0, maximum=60.0),
+            jitter=reader.number("RELAY_RETRY_JITTER", 0.1, minimum=0.0, maximum=1.0),
+            retry_after_max_s=reader.number("RELAY_RETRY_AFTER_MAX_S", 30.0, minimum=0.0),
+            connect_timeout_s=reader.number("RELAY_CONNECT_TIMEOUT_S", 5.0, minimum=0.001),
+            answer_timeout_s=reader.number("RELAY_ANSWER_TIMEOUT_S", 120.0, minimum=0.001),
+        )
+        breaker = BreakerPolicy(
+            failures=reader.integer("RELAY_BREAKER_FAILURES", 5, minimum=1, maximum=1000),
+            open_s=reader.number("RELAY_BREAKER_OPEN_S", 30.0, minimum=0.001),
+        )
+        return cls(
+            data_dir=reader.path("RELAY_DATA_DIR", default_data_dir()),
+            slack_bot_token=bot_token,
+            slack_signing_secret=signing_secret,
+            slack_api_url=reader.api_url("SLACK_API_URL", DEFAULT_SLACK_API_URL),
+            host=reader.text("HOST") or "0.0.0.0",
+            port=reader.integer("PORT", 3000, minimum=0, maximum=65535),
+            relay_token=reader.text("RELAY_TOKEN"),
+            instance_name=reader.instance_name("RELAY_INSTANCE_NAME", "slack-relay"),
+            retry=retry,
+            breaker=breaker,
+            shutdown_grace_s=reader.number("RELAY_SHUTDOWN_GRACE_S", 30.0, minimum=0.0),
+            event_ttl_s=reader.number("RELAY_EVENT_TTL_S", 900.0, minimum=600.0),
+            log_level=reader.log_level("RELAY_LOG_LEVEL", "INFO"),
+        )
+
+
+class _Reader:
+    """Typed access to an environment mapping; every error names the variable and the fix."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def text(self, name: str) -> str:
+        return self._env.get(name, "").strip()
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        raw = self.text(name)
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(name, f"{raw!r} is not a whole number") from None
+        if not minimum <= value <= maximum:
+            raise ConfigError(name, f"{value} is out of range; use {minimum} to {maximum}")
+        return value
+
+    def number(
+        self, name: str, default: float, *, minimum: float, maximum: float = math.inf
+    ) -> float:
+        raw = self.text(name)
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(name, f"{raw!r} is not a number") from None
+        if not math.isfinite(value) or not minimum <= value <= maximum:
+            upper = "" if maximum == math.inf else f" and at most {maximum:g}"
+            raise ConfigError(name, f"{raw} is out of range; use at least {minimum:g}{upper}")
+        return value
+
+    def path(self, name: str, default: Path) -> Path:
+        raw = self.text(name)
+        return Path(raw).expanduser() if raw else default
+
+    def api_url(self, name: str, default: str) -> str:
+        raw = self.text(name)
+        if not raw:
+            return default
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(
+                name, f"{raw!r} is not an http(s) URL; the default is {DEFAULT_SLACK_API_URL}"
+            )
+        return raw if raw.endswith("/") else raw + "/"
+
+    def instance_name(self, name: str, default: str) -> str:
+        raw = self.text(name)
+        if not raw:
+            return default
+        if not _INSTANCE_NAME.match(raw):
+            raise ConfigError(
+                name, f"{raw!r} is invalid; use 1-64 letters, digits, '-', '_' or '.'"
+            )
+        return raw
+
+    def log_level(self, name: str, default: str) -> str:
+        raw = self.text(name).upper()
+        if not raw:
+            return default
+        if raw not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(name, f"{raw!r} is not one of DEBUG, INFO, WARNING, ERROR")
+        return raw
