@@ -17,7 +17,8 @@ Every error keeps its facts as attributes. ``str(error)`` is the full text for l
         ├── RemoteTimeoutError       connect or answer timeout
         ├── RemoteUnreachableError   connection refused, DNS failure, reset
         ├── RemoteHTTPError          the remote answered a non-2xx status
-        └── BadAnswerError           a 2xx answer that is not a RelayResponse
+        ├── BadAnswerError           a 2xx answer that is not a RelayResponse
+        └── RemoteTaskError          the remote answered, and reports the task failed
 """
 
 from __future__ import annotations
@@ -151,3 +152,7 @@ class RemoteHTTPError(RelayError):
 
 class BadAnswerError(RelayError):
     """The remote answered 2xx with a body that is not a RelayResponse."""
+
+
+class RemoteTaskError(RelayError):
+    """The remote answered with a RelayResponse whose status is ``failed``."""

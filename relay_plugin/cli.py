@@ -1,0 +1,139 @@
+"""The ``relay-plugin`` command: serve, agent, demo and bindings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+
+from relay_plugin import __version__
+from relay_plugin.config import Settings
+from relay_plugin.errors import ConfigError, StoreError
+
+log = logging.getLogger("relay_plugin")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of every subcommand."""
+    from relay_plugin.bindings_cli import add_bindings_parser
+
+    parser = argparse.ArgumentParser(
+        prog="relay-plugin",
+        description="Slack app that relays @mentions to remote AI-agent bots.",
+    )
+    parser.add_argument("--version", action="version", version=f"relay-plugin {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "serve",
+        help="run the Slack app (configured by environment variables; see README)",
+        description="Run the Slack app on HOST:PORT, with Slack's requests at /slack/events.",
+    )
+    agent = commands.add_parser(
+        "agent",
+        help="run the reference relay agent",
+        description="Run the reference agent: POST /relay answers RelayResponses.",
+    )
+    agent.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    agent.add_argument("--port", type=int, default=9080, help="port to listen on (default 9080)")
+    agent.add_argument("--token", default="", help="bearer token that requests must carry (default: none)")
+    agent.add_argument(
+        "--mode",
+        default="echo",
+        help="echo (default), delay:SECONDS, fail-first:N or fail",
+    )
+    demo = commands.add_parser(
+        "demo",
+        help="run the whole app against a local Slack simulator and print the thread",
+        description="Start a Slack simulator, the reference agent and the app on loopback, "
+        "bind a bot, mention it, and print the thread. Needs no Slack account.",
+    )
+    demo.add_argument(
+        "--interactive",
+        action="store_true",
+        help="read '/relay ...' and '@relay ...' lines from the terminal after the scripted run",
+    )
+    add_bindings_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    env = os.environ if env is None else env
+    args = build_parser().parse_args(argv)
+    configure_logging(env.get("RELAY_LOG_LEVEL", "INFO"))
+    if args.command == "bindings":
+        from relay_plugin.bindings_cli import run_bindings
+
+        return run_bindings(args, env)
+    if args.command == "agent":
+        from relay_plugin.tools.agent import parse_mode, run_agent
+
+        try:
+            parse_mode(args.mode)
+        except ValueError as exc:
+            print(f"relay-plugin agent: {exc}", file=sys.stderr)
+            return 2
+        run_agent(args.host, args.port, args.token, args.mode)
+        return 0
+    if args.command == "demo":
+        from relay_plugin.tools.demo import run_demo
+
+        return asyncio.run(run_demo(interactive=args.interactive))
+    return serve(env)
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr; called once by the entry point, never on import."""
+    name = level.strip().upper() or "INFO"
+    logging.basicConfig(
+        level=getattr(logging, name, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def serve(env: Mapping[str, str]) -> int:
+    """Run the Slack app until SIGTERM or SIGINT."""
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        print(f"relay-plugin serve: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(settings))
+    except StoreError as exc:
+        print(f"relay-plugin serve: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"relay-plugin serve: cannot listen on {settings.host}:{settings.port}: {exc}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from relay_plugin.slack.app import SLACK_EVENTS_PATH, create_web_app
+
+    runner = web.AppRunner(create_web_app(settings), handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        for host, port, *_ in runner.addresses:
+            log.info("listening on http://%s:%d (Slack requests at %s)", host, port,
+                     SLACK_EVENTS_PATH)  # fmt: skip
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("stopping: no new requests; waiting for relays in flight")
+    finally:
+        await runner.cleanup()
+    log.info("stopped")

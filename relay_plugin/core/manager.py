@@ -1,0 +1,186 @@
+"""RelayManager: bindings in, RelayResponses out, through breakers and the sender."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+from relay_plugin.core.breakers import BreakerRegistry, BreakerSnapshot
+from relay_plugin.core.endpoints import endpoint_key
+from relay_plugin.core.protocol import RelayMessage, RelayResponse
+from relay_plugin.core.sender import RelaySender
+from relay_plugin.core.store import BindingStore, BotBinding
+from relay_plugin.errors import BotNotBoundError, RelayError, RemoteTaskError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOutcome:
+    """A completed relay: the remote's answer and what it took to get it."""
+
+    response: RelayResponse
+    binding: BotBinding
+    task_id: str
+    attempts: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStats:
+    """What the last relays to one endpoint did, for status output."""
+
+    last_success_at: datetime | None = None
+    last_failure_at: datetime | None = None
+    last_error: str = ""
+    last_latency_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStatus:
+    """One bound bot's endpoint: its breaker and its recent results."""
+
+    binding: BotBinding
+    breaker: BreakerSnapshot
+    stats: EndpointStats
+
+
+class RelayManager:
+    """Manage bindings and deliver relay messages to bound bots.
+
+    Store writes run in a worker thread because SQLite syncs to disk on every commit; reads are
+    indexed lookups and run inline.
+    """
+
+    def __init__(
+        self,
+        store: BindingStore,
+        sender: RelaySender,
+        breakers: BreakerRegistry,
+        *,
+        instance_name: str,
+    ) -> None:
+        self._store = store
+        self._sender = sender
+        self._breakers = breakers
+        self._instance_name = instance_name
+        self._stats: dict[str, EndpointStats] = {}
+
+    @property
+    def instance_name(self) -> str:
+        """The RelayMessage ``from`` of every relay."""
+        return self._instance_name
+
+    async def add_binding(self, binding: BotBinding) -> BotBinding:
+        """Store a binding (replacing one of the same bot in that channel) and return it."""
+        stored = await asyncio.to_thread(self._store.put, binding)
+        log.info(
+            "bound bot=%s team=%s channel=%s endpoint=%s by=%s",
+            stored.bot, stored.team_id, stored.channel_id, endpoint_key(stored.url),
+            stored.created_by,
+        )  # fmt: skip
+        return stored
+
+    async def remove_binding(self, team_id: str, channel_id: str, bot: str) -> bool:
+        """Remove a binding; returns whether one existed."""
+        removed = await asyncio.to_thread(self._store.remove, team_id, channel_id, bot)
+        if removed:
+            log.info("unbound bot=%s team=%s channel=%s", bot, team_id, channel_id)
+        return removed
+
+    def list_bindings(self, team_id: str, channel_id: str) -> list[BotBinding]:
+        """Return the bots bound in a channel, sorted by name."""
+        return self._store.channel(team_id, channel_id)
+
+    def find(self, team_id: str, channel_id: str, bot: str) -> BotBinding:
+        """Return one binding; BotNotBoundError lists the bots that are bound there."""
+        binding = self._store.get(team_id, channel_id, bot)
+        if binding is None:
+            bound = [b.bot for b in self._store.channel(team_id, channel_id)]
+            raise BotNotBoundError(bot, channel_id, bound)
+        return binding
+
+    def status(self, binding: BotBinding) -> EndpointStatus:
+        """Return the breaker state and recent results of a binding's endpoint."""
+        key = endpoint_key(binding.url)
+        return EndpointStatus(
+            binding=binding,
+            breaker=self._breakers.snapshot(binding.url),
+            stats=self._stats.get(key, EndpointStats()),
+        )
+
+    async def send(
+        self,
+        team_id: str,
+        channel_id: str,
+        bot: str,
+        content: str,
+        session_key: str,
+        metadata: str,
+        *,
+        task_id: str | None = None,
+    ) -> RelayOutcome:
+        """Relay ``content`` to a bound bot and return its answer.
+
+        Raises BotNotBoundError, CircuitOpenError, RemoteTimeoutError, RemoteUnreachableError,
+        RemoteHTTPError, BadAnswerError, or RemoteTaskError when the remote reports a failed task.
+        """
+        binding = self.find(team_id, channel_id, bot)
+        message = RelayMessage(
+            task_id=task_id or str(uuid.uuid4()),
+            from_=self._instance_name,
+            to=bot,
+            content=content,
+            session_key=session_key,
+            metadata=metadata,
+            created_at=datetime.now(timezone.utc),
+        )
+        key = endpoint_key(binding.url)
+        started = time.monotonic()
+        try:
+            result = await self._breakers.call(
+                binding.url,
+                lambda: self._sender.send(
+                    message, binding.url, token=binding.token, dedupe=binding.dedupe
+                ),
+            )
+        except RelayError as exc:
+            self._record(key, error=exc.user_message)
+            log.info(
+                "relay failed bot=%s channel=%s task=%s error=%s attempts=%d elapsed=%.3fs",
+                bot, channel_id, message.task_id, type(exc).__name__, exc.attempts,
+                time.monotonic() - started,
+            )  # fmt: skip
+            raise
+        self._record(key, latency_s=result.elapsed_s)
+        log.info(
+            "relay done bot=%s channel=%s task=%s status=%s attempts=%d elapsed=%.3fs",
+            bot, channel_id, message.task_id, result.response.status, result.attempts,
+            result.elapsed_s,
+        )  # fmt: skip
+        if result.response.failed:
+            raise RemoteTaskError(
+                f"{bot} reports the task failed: {result.response.error or 'no reason given'}",
+                url=key,
+                attempts=result.attempts,
+            )
+        return RelayOutcome(
+            response=result.response,
+            binding=binding,
+            task_id=message.task_id,
+            attempts=result.attempts,
+            elapsed_s=result.elapsed_s,
+        )
+
+    def _record(self, key: str, *, latency_s: float | None = None, error: str = "") -> None:
+        now = datetime.now(timezone.utc)
+        stats = self._stats.get(key, EndpointStats())
+        if error:
+            stats = replace(stats, last_failure_at=now, last_error=error)
+        else:
+            stats = replace(stats, last_success_at=now, last_latency_s=latency_s)
+        self._stats[key] = stats

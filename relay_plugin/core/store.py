@@ -1,0 +1,444 @@
+"""Durable store of bot bindings and seen Slack events: one SQLite file in the data folder.
+
+Every write is a short ``BEGIN IMMEDIATE`` transaction with ``synchronous=FULL`` in WAL mode, so a
+returned ``put`` survives a killed process, and two processes sharing the folder wait for each
+other (``busy_timeout``) instead of overwriting each other's changes.
+
+A file that is not a store this program can read is never replaced or modified: opening it raises
+StoreCorruptError or StoreVersionError and leaves the bytes as they are. The schema is validated
+through a read-only connection before any write is attempted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+from relay_plugin.core.endpoints import validate_bot_name, validate_url
+from relay_plugin.core.protocol import format_time, parse_time
+from relay_plugin.errors import (
+    InvalidBindingError,
+    StoreCorruptError,
+    StoreError,
+    StoreVersionError,
+)
+
+logger = logging.getLogger(__name__)
+
+APPLICATION_ID = 0x524C5950  # "RLYP" in the SQLite header, marks the file as ours
+BUSY_TIMEOUT_S = 10.0
+PRUNE_INTERVAL_S = 60.0
+ID_MAX = 64
+_PAGE_ROWS = 500
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_SQLITE_HEADER_BYTES = 100
+_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
+_MOVE_ASIDE = "move it aside or restore a backup; relay-plugin then starts with an empty store"
+
+_COLUMNS = "team_id, channel_id, bot, url, token, dedupe, created_by, created_at"
+_GET_SQL = f"SELECT {_COLUMNS} FROM bindings WHERE team_id = ? AND channel_id = ? AND bot = ?"
+_CHANNEL_SQL = f"SELECT {_COLUMNS} FROM bindings WHERE team_id = ? AND channel_id = ? ORDER BY bot"
+_ALL_FIRST_SQL = f"SELECT {_COLUMNS} FROM bindings ORDER BY team_id, channel_id, bot LIMIT ?"
+_ALL_NEXT_SQL = (
+    f"SELECT {_COLUMNS} FROM bindings WHERE (team_id, channel_id, bot) > (?, ?, ?) "
+    "ORDER BY team_id, channel_id, bot LIMIT ?"
+)
+_PUT_SQL = f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_REMOVE_SQL = "DELETE FROM bindings WHERE team_id = ? AND channel_id = ? AND bot = ?"
+_SEEN_SQL = "SELECT expires_at FROM seen_events WHERE key = ?"
+_CLAIM_SQL = "INSERT OR REPLACE INTO seen_events (key, expires_at) VALUES (?, ?)"
+_PRUNE_SQL = "DELETE FROM seen_events WHERE expires_at <= ?"
+
+
+@dataclass(frozen=True, slots=True)
+class BotBinding:
+    """One bot bound in one Slack channel. The token is kept out of ``repr``."""
+
+    team_id: str
+    channel_id: str
+    bot: str
+    url: str
+    token: str = field(default="", repr=False)
+    dedupe: bool = False
+    created_by: str = ""
+    created_at: datetime | None = None
+
+
+def validate_binding(binding: BotBinding) -> BotBinding:
+    """Return ``binding`` with its URL stripped, or raise InvalidBindingError naming the field."""
+    _validate_id("team id", binding.team_id, "the Slack workspace id, e.g. T0123ABCD")
+    _validate_id("channel id", binding.channel_id, "the Slack channel id, e.g. C0123ABCD")
+    if binding.channel_id.startswith("#"):
+        raise InvalidBindingError(
+            "channel id", binding.channel_id, "give the channel id (C...), not the channel name"
+        )
+    validate_bot_name(binding.bot)
+    url = validate_url(binding.url)
+    if any(ch.isspace() or not ch.isprintable() for ch in binding.token):
+        # The value is not shown: error messages end up in logs.
+        raise InvalidBindingError(
+            "token", "(hidden)", "it contains white space or control characters"
+        )
+    return replace(binding, url=url)
+
+
+def _validate_id(name: str, value: str, hint: str) -> None:
+    if not value:
+        raise InvalidBindingError(name, value, f"it is empty; give {hint}")
+    if len(value) > ID_MAX:
+        raise InvalidBindingError(name, value, f"it is longer than {ID_MAX} characters")
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise InvalidBindingError(name, value, f"it contains white space; give {hint}")
+
+
+def _create_schema_v1(conn: sqlite3.Connection) -> None:
+    # The primary keys are the lookup indexes: get() and channel() search them, never scan.
+    conn.execute(
+        "CREATE TABLE bindings ("
+        " team_id TEXT NOT NULL, channel_id TEXT NOT NULL, bot TEXT NOT NULL,"
+        " url TEXT NOT NULL, token TEXT NOT NULL DEFAULT '', dedupe INTEGER NOT NULL DEFAULT 0,"
+        " created_by TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL,"
+        " PRIMARY KEY (team_id, channel_id, bot)) WITHOUT ROWID"
+    )
+    conn.execute(
+        "CREATE TABLE seen_events (key TEXT PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID"
+    )
+    conn.execute("CREATE INDEX seen_events_expiry ON seen_events (expires_at)")
+
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+class BindingStore:
+    """Bot bindings keyed by (team, channel, bot), plus a durable set of seen event keys.
+
+    Thread-safe: one connection guarded by a lock, so methods may run in ``asyncio.to_thread``.
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    FILE_NAME: ClassVar[str] = "relay.db"
+    # MIGRATIONS[v] upgrades a file at schema version v to v + 1, inside one write transaction.
+    MIGRATIONS: ClassVar[tuple[Migration, ...]] = (_create_schema_v1,)
+
+    def __init__(self, data_dir: Path, *, prune_interval_s: float = PRUNE_INTERVAL_S) -> None:
+        self._dir = Path(data_dir)
+        self._path = self._dir / self.FILE_NAME
+        self._lock = threading.Lock()
+        self._prune_interval_s = prune_interval_s
+        self._next_prune = 0.0
+        self._prepare_folder()
+        if self._create_file():
+            logger.info("created binding store %s", self._path)
+        else:
+            self._check_existing()
+        self._conn: sqlite3.Connection | None = self._connect()
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    def __enter__(self) -> BindingStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection; closing twice is allowed."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def put(self, binding: BotBinding) -> BotBinding:
+        """Insert or replace a binding and return the stored row (with ``created_at`` set)."""
+        return self.put_many([binding])[0]
+
+    def put_many(self, bindings: Iterable[BotBinding]) -> list[BotBinding]:
+        """Insert or replace several bindings in one transaction: all are stored or none."""
+        now = datetime.now(timezone.utc)
+        stored = [replace(validate_binding(b), created_at=now) for b in bindings]
+        with self._write("put") as conn:
+            conn.executemany(_PUT_SQL, [_to_row(b) for b in stored])
+        return stored
+
+    def remove(self, team_id: str, channel_id: str, bot: str) -> bool:
+        """Delete a binding; return whether it existed."""
+        with self._write("remove") as conn:
+            cursor = conn.execute(_REMOVE_SQL, (team_id, channel_id, bot))
+        return cursor.rowcount > 0
+
+    def get(self, team_id: str, channel_id: str, bot: str) -> BotBinding | None:
+        """Return one binding, or None when the bot is not bound in that channel."""
+        rows = self._read(_GET_SQL, (team_id, channel_id, bot))
+        return _from_row(rows[0]) if rows else None
+
+    def channel(self, team_id: str, channel_id: str) -> list[BotBinding]:
+        """Return the bindings of one channel, sorted by bot name."""
+        return [_from_row(row) for row in self._read(_CHANNEL_SQL, (team_id, channel_id))]
+
+    def all(self) -> Iterator[BotBinding]:
+        """Yield every binding ordered by team, channel and bot, reading a page at a time."""
+        rows = self._read(_ALL_FIRST_SQL, (_PAGE_ROWS,))
+        while rows:
+            yield from (_from_row(row) for row in rows)
+            if len(rows) < _PAGE_ROWS:
+                return
+            rows = self._read(_ALL_NEXT_SQL, (*rows[-1][:3], _PAGE_ROWS))
+
+    def count(self) -> int:
+        """Return the number of bindings."""
+        return int(self._read("SELECT COUNT(*) FROM bindings", ())[0][0])
+
+    def claim_event(self, key: str, ttl_s: float) -> bool:
+        """Record ``key`` as seen for ``ttl_s`` seconds; return False if it was already seen.
+
+        Expired keys are deleted at most once per ``prune_interval_s`` through the expiry index.
+        Expiry uses the wall clock, so it holds across restarts.
+        """
+        if not key:
+            raise ValueError("claim_event needs a non-empty key")
+        if not math.isfinite(ttl_s) or ttl_s < 0:
+            raise ValueError(f"ttl_s must be a finite number >= 0, not {ttl_s!r}")
+        now = time.time()
+        with self._write("claim event") as conn:
+            row = conn.execute(_SEEN_SQL, (key,)).fetchone()
+            if row is not None and row[0] > now:
+                return False
+            conn.execute(_CLAIM_SQL, (key, now + ttl_s))
+            if now >= self._next_prune:
+                pruned = conn.execute(_PRUNE_SQL, (now,)).rowcount
+                self._next_prune = now + self._prune_interval_s
+                logger.debug("pruned %d expired event keys", pruned)
+        return True
+
+    # Opening
+
+    def _prepare_folder(self) -> None:
+        try:
+            self._dir.mkdir(mode=0o700, parents=True)  # only the last folder gets the mode
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(
+                str(self._dir),
+                f"cannot create the data folder ({exc.strerror}); "
+                "set RELAY_DATA_DIR to a folder you can write",
+            ) from None
+        else:
+            os.chmod(self._dir, 0o700)  # mkdir's mode is reduced by the umask
+        if not self._dir.is_dir():
+            raise StoreError(
+                str(self._dir), "the data folder path is not a folder; set RELAY_DATA_DIR"
+            )
+        if not os.access(self._dir, os.W_OK | os.X_OK):
+            raise StoreError(
+                str(self._dir),
+                "the data folder is not writable; fix its permissions or set RELAY_DATA_DIR "
+                "to a folder you can write",
+            )
+
+    def _create_file(self) -> bool:
+        """Create an empty database file with mode 0600; return False if it already exists."""
+        try:
+            fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise StoreError(str(self._path), f"cannot create the file ({exc.strerror})") from None
+        os.close(fd)
+        return True
+
+    def _check_existing(self) -> None:
+        """Validate an existing file without writing to it."""
+        name = str(self._path)
+        try:
+            info = os.stat(self._path)
+            with open(self._path, "rb") as handle:
+                header = handle.read(_SQLITE_HEADER_BYTES)
+        except OSError as exc:
+            raise StoreError(
+                name, f"cannot read the file ({exc.strerror}); fix its permissions"
+            ) from None
+        if not stat.S_ISREG(info.st_mode):
+            raise StoreError(name, "it is not a regular file; move it aside")
+        if not header:
+            return  # an empty file is a new database
+        if len(header) < _SQLITE_HEADER_BYTES or not header.startswith(_SQLITE_MAGIC):
+            raise StoreCorruptError(name, f"it is not an SQLite database (bad header); {_MOVE_ASIDE}")
+        try:
+            conn = sqlite3.connect(
+                self._path.absolute().as_uri() + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S
+            )
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
+        try:
+            self._check_schema(conn)
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
+        finally:
+            conn.close()
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        name = str(self._path)
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if app_id != APPLICATION_ID and (app_id or version or tables):
+            raise StoreCorruptError(
+                name, f"it is an SQLite database but not a relay-plugin store; {_MOVE_ASIDE}"
+            )
+        if version > self.SCHEMA_VERSION:
+            raise StoreVersionError(
+                name,
+                f"schema version {version} was written by a newer relay-plugin (this one reads "
+                f"up to {self.SCHEMA_VERSION}); upgrade relay-plugin",
+            )
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise StoreCorruptError(
+                name, f"the integrity check failed ({'; '.join(problems)}); {_MOVE_ASIDE}"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self._path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA synchronous = FULL")
+            self._migrate(conn)
+            # Set after the version check so that a newer file is not touched. WAL is persistent.
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._error("open", exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._restrict_modes()
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > self.SCHEMA_VERSION:
+                raise StoreVersionError(
+                    str(self._path),
+                    f"schema version {version} was written by a newer relay-plugin; "
+                    "upgrade relay-plugin",
+                )
+            for step in range(version, self.SCHEMA_VERSION):
+                self.MIGRATIONS[step](conn)
+                logger.info("migrated %s from schema %d to %d", self._path, step, step + 1)
+            if version < self.SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {int(self.SCHEMA_VERSION)}")
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _restrict_modes(self) -> None:
+        """Make the file and its -wal and -shm files private (0600) if they are wider."""
+        for suffix in ("", "-wal", "-shm"):
+            path = self._path.with_name(self._path.name + suffix)
+            try:
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+                if mode & 0o077:
+                    os.chmod(path, mode & 0o600)
+                    logger.warning("%s was readable by others; changed its mode to 0600", path)
+            except FileNotFoundError:
+                continue
+
+    # Transactions
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(str(self._path), "the store is closed; open a new BindingStore")
+        return self._conn
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._error(action, exc) from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._error(action, exc) from exc
+                raise
+
+    def _read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error("read", exc) from exc
+
+    def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        name = str(self._path)
+        if code in _CORRUPT_CODES:
+            return StoreCorruptError(name, f"{action} failed: {exc}; {_MOVE_ASIDE}")
+        if code in _BUSY_CODES:
+            return StoreError(
+                name,
+                f"{action} failed: the database stayed locked for {BUSY_TIMEOUT_S:g} s by "
+                "another process; try again",
+            )
+        return StoreError(name, f"{action} failed: {exc}")
+
+
+def _to_row(binding: BotBinding) -> tuple[Any, ...]:
+    assert binding.created_at is not None
+    return (
+        binding.team_id,
+        binding.channel_id,
+        binding.bot,
+        binding.url,
+        binding.token,
+        int(binding.dedupe),
+        binding.created_by,
+        format_time(binding.created_at),
+    )
+
+
+def _from_row(row: tuple[Any, ...]) -> BotBinding:
+    team_id, channel_id, bot, url, token, dedupe, created_by, created_at = row
+    return BotBinding(
+        team_id=team_id,
+        channel_id=channel_id,
+        bot=bot,
+        url=url,
+        token=token,
+        dedupe=bool(dedupe),
+        created_by=created_by,
+        created_at=parse_time(created_at),
+    )

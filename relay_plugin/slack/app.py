@@ -1,0 +1,114 @@
+"""The app factory: wires store, sender, breakers, manager and the Bolt app into one aiohttp app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+
+from relay_plugin.config import Settings
+from relay_plugin.core.breakers import BreakerRegistry
+from relay_plugin.core.manager import RelayManager
+from relay_plugin.core.sender import RelaySender, new_client_session
+from relay_plugin.core.store import BindingStore
+from relay_plugin.core.tasks import TaskTracker
+from relay_plugin.slack.commands import RelayCommand
+from relay_plugin.slack.mentions import MentionRelay
+from relay_plugin.slack.names import NameCache
+
+log = logging.getLogger(__name__)
+
+SLACK_EVENTS_PATH = "/slack/events"
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", BindingStore)
+MANAGER = web.AppKey("manager", RelayManager)
+TRACKER = web.AppKey("tracker", TaskTracker)
+BOLT = web.AppKey("bolt", AsyncApp)
+
+
+def create_web_app(settings: Settings) -> web.Application:
+    """Build the aiohttp application; resources open at startup and close at cleanup."""
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[TRACKER] = TaskTracker()
+    app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(_relay_core)
+    app.cleanup_ctx.append(_bolt)
+    app.on_shutdown.append(_drain)
+    app.router.add_post(SLACK_EVENTS_PATH, _slack_events)
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    store = await asyncio.to_thread(BindingStore, app[SETTINGS].data_dir)
+    app[STORE] = store
+    log.info("binding store %s opened", store.path)
+    yield
+    await asyncio.to_thread(store.close)
+
+
+async def _relay_core(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    session = new_client_session(settings.retry)
+    sender = RelaySender(session, settings.retry, default_token=settings.relay_token)
+    app[MANAGER] = RelayManager(
+        app[STORE],
+        sender,
+        BreakerRegistry(settings.breaker),
+        instance_name=settings.instance_name,
+    )
+    yield
+    await session.close()
+
+
+async def _bolt(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    session = aiohttp.ClientSession()
+    client = AsyncWebClient(
+        token=settings.slack_bot_token,
+        base_url=settings.slack_api_url,
+        session=session,
+        retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
+    )
+    bolt = AsyncApp(
+        client=client,
+        signing_secret=settings.slack_signing_secret,
+        process_before_response=False,
+    )
+    command = RelayCommand(app[MANAGER], app[TRACKER])
+    mentions = MentionRelay(
+        app[MANAGER],
+        app[TRACKER],
+        app[STORE].claim_event,
+        NameCache(),
+        event_ttl_s=settings.event_ttl_s,
+    )
+    bolt.command("/relay")(command.handle)
+    bolt.event("app_mention")(mentions.handle)
+    app[BOLT] = bolt
+    yield
+    await session.close()
+
+
+async def _drain(app: web.Application) -> None:
+    cancelled = await app[TRACKER].drain(app[SETTINGS].shutdown_grace_s)
+    if cancelled:
+        log.warning("shutdown: %d relay(s) did not finish in time and were cancelled", cancelled)
+
+
+async def _slack_events(request: web.Request) -> web.Response:
+    bolt = request.app[BOLT]
+    response = await bolt.async_dispatch(await to_bolt_request(request))
+    return await to_aiohttp_response(response)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})

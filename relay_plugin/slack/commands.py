@@ -1,0 +1,229 @@
+"""The ``/relay`` slash command: parsing and the handler behind it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay_plugin.core.endpoints import endpoint_key, validate_bot_name, validate_url
+from relay_plugin.core.manager import EndpointStatus, RelayManager
+from relay_plugin.core.store import BotBinding
+from relay_plugin.core.tasks import TaskTracker
+from relay_plugin.errors import InvalidBindingError, RelayPluginError
+from relay_plugin.slack.rendering import failure_line
+from relay_plugin.slack.text import escape_text, unwrap_link
+
+log = logging.getLogger(__name__)
+
+COMMAND_TEXT_MAX = 4_000
+TEST_PING = "ping"
+
+USAGE = """\
+*Usage of /relay*
+• `/relay bind <bot> <url> [dedupe=yes]` binds a bot in this channel to the bot instance at `<url>`. \
+`dedupe=yes` says the instance drops repeated `Idempotency-Key`s, so answers lost in transit may be retried.
+• `/relay unbind <bot>` removes that bot from this channel.
+• `/relay list` shows the bots bound in this channel.
+• `/relay status` shows each bot's endpoint health: breaker state, last success and failure, latency.
+• `/relay test <bot>` relays a ping and reports the round trip.
+• `/relay help` shows this text.
+Then mention the app: `@relay <bot> <question>`."""
+
+
+class UsageError(RelayPluginError):
+    """The command text does not match any form of ``/relay``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCommand:
+    """A ``/relay`` command split into its action and arguments."""
+
+    action: str
+    bot: str = ""
+    url: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def parse_command(text: str) -> ParsedCommand:
+    """Parse the text after ``/relay``; raises UsageError or InvalidBindingError."""
+    if len(text) > COMMAND_TEXT_MAX:
+        raise UsageError(
+            f"The command text has {len(text)} characters; the maximum is {COMMAND_TEXT_MAX}."
+        )
+    words = text.split()
+    if not words:
+        return ParsedCommand("help")
+    action, args = words[0].lower(), words[1:]
+    if action in ("help", "list", "status"):
+        if args:
+            raise UsageError(f"`/relay {action}` takes no arguments.")
+        return ParsedCommand(action)
+    if action in ("unbind", "test"):
+        if len(args) != 1:
+            raise UsageError(f"Write `/relay {action} <bot>`, with exactly one bot name.")
+        return ParsedCommand(action, bot=validate_bot_name(args[0]))
+    if action == "bind":
+        if len(args) < 2:
+            raise UsageError("Write `/relay bind <bot> <url>`, e.g. `/relay bind review-bot https://bots.example.com:9080`.")
+        bot = validate_bot_name(args[0])
+        url = validate_url(unwrap_link(args[1]))
+        return ParsedCommand("bind", bot=bot, url=url, options=_parse_options(args[2:]))
+    raise UsageError(f"Unknown action `{escape_text(words[0][:40])}`.")
+
+
+def _parse_options(words: list[str]) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        key = key.lower()
+        if not sep or key != "dedupe":
+            raise InvalidBindingError(
+                "option", word, "the only bind option is dedupe=yes or dedupe=no"
+            )
+        if value.lower() not in ("yes", "no", "true", "false"):
+            raise InvalidBindingError("option", word, "write dedupe=yes or dedupe=no")
+        options[key] = "yes" if value.lower() in ("yes", "true") else "no"
+    return options
+
+
+class RelayCommand:
+    """Handle ``/relay``. Every reply is ephemeral; only ``test`` waits on a remote, after the ack."""
+
+    def __init__(self, manager: RelayManager, tracker: TaskTracker) -> None:
+        self._manager = manager
+        self._tracker = tracker
+
+    async def handle(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
+        """Bolt listener for ``/relay``."""
+        team = command.get("team_id", "")
+        channel = command.get("channel_id", "")
+        user = command.get("user_id", "")
+        try:
+            parsed = parse_command(command.get("text", ""))
+            if parsed.action == "test":
+                binding = self._manager.find(team, channel, parsed.bot)
+                self._tracker.spawn(self._test(binding, respond), name=f"test-{binding.bot}")
+                await ack(response_type="ephemeral", text=f"Testing *{binding.bot}*…")
+                return
+            reply = await self._run(parsed, team, channel, user)
+        except RelayPluginError as exc:
+            reply = f":warning: {exc.user_message}\n{_short_usage(exc)}".rstrip()
+        except Exception:  # a listener must ack, or Slack shows the user a timeout
+            log.exception("/relay failed team=%s channel=%s user=%s", team, channel, user)
+            reply = ":warning: Something went wrong inside the relay app; the error is logged."
+        await ack(response_type="ephemeral", text=reply)
+
+    async def _run(self, parsed: ParsedCommand, team: str, channel: str, user: str) -> str:
+        if parsed.action == "help":
+            return USAGE
+        if parsed.action == "list":
+            return self._list(team, channel)
+        if parsed.action == "status":
+            return self._status(team, channel)
+        if parsed.action == "unbind":
+            if await self._manager.remove_binding(team, channel, parsed.bot):
+                return f"Unbound *{parsed.bot}* from this channel."
+            bound = _names(self._manager.list_bindings(team, channel))
+            return f"No bot named *{parsed.bot}* is bound in this channel (bound here: {bound})."
+        # NOTE: any channel member may bind; restricting bind and unbind to admins is not built yet.
+        stored = await self._manager.add_binding(
+            BotBinding(
+                team_id=team,
+                channel_id=channel,
+                bot=parsed.bot,
+                url=parsed.url,
+                dedupe=parsed.options.get("dedupe") == "yes",
+                created_by=user,
+            )
+        )
+        dedupe = " (deduplicates, so ambiguous failures are retried)" if stored.dedupe else ""
+        return (
+            f"Bound *{stored.bot}* in this channel to {stored.url}{dedupe}.\n"
+            f"Relays are posted to {endpoint_key(stored.url)}. "
+            f"Try `/relay test {stored.bot}`, then mention me: `@relay {stored.bot} hello`."
+        )
+
+    def _list(self, team: str, channel: str) -> str:
+        bindings = self._manager.list_bindings(team, channel)
+        if not bindings:
+            return "No bots are bound in this channel. Bind one with `/relay bind <bot> <url>`."
+        lines = [f"Bots bound in this channel ({len(bindings)}):"]
+        for binding in bindings:
+            extras = [word for word, on in (("token set", bool(binding.token)),
+                                            ("dedupe", binding.dedupe)) if on]  # fmt: skip
+            suffix = f" ({', '.join(extras)})" if extras else ""
+            lines.append(f"• *{binding.bot}* → {binding.url}{suffix}")
+        return "\n".join(lines)
+
+    def _status(self, team: str, channel: str) -> str:
+        bindings = self._manager.list_bindings(team, channel)
+        if not bindings:
+            return "No bots are bound in this channel, so there is no status to show."
+        lines = ["Endpoint status of the bots bound in this channel:"]
+        lines += [_status_line(self._manager.status(binding)) for binding in bindings]
+        return "\n".join(lines)
+
+    async def _test(self, binding: BotBinding, respond: Any) -> None:
+        started = time.monotonic()
+        try:
+            outcome = await self._manager.send(
+                binding.team_id,
+                binding.channel_id,
+                binding.bot,
+                TEST_PING,
+                session_key=f"slack:{binding.team_id}:{binding.channel_id}:test:{binding.bot}",
+                metadata="{}",
+            )
+        except RelayPluginError as exc:
+            text = f"Test of *{binding.bot}* failed: {failure_line(binding.bot, exc)}"
+        else:
+            answer = escape_text(outcome.response.content[:200]) or "(no text)"
+            attempts = "attempt" if outcome.attempts == 1 else "attempts"
+            text = (
+                f":white_check_mark: *{binding.bot}* answered in "
+                f"{time.monotonic() - started:.2f} s ({outcome.attempts} {attempts}, "
+                f"status `{outcome.response.status}`): {answer}"
+            )
+        try:
+            await respond(response_type="ephemeral", text=text)
+        except Exception:  # the response_url may have expired; the log keeps the result
+            log.exception("posting the test result failed bot=%s: %s", binding.bot, text)
+
+
+def _names(bindings: list[BotBinding]) -> str:
+    return ", ".join(f"*{b.bot}*" for b in bindings) or "none"
+
+
+def _short_usage(exc: RelayPluginError) -> str:
+    return "Type `/relay help` for usage." if isinstance(exc, UsageError) else ""
+
+
+def _status_line(status: EndpointStatus) -> str:
+    breaker = status.breaker
+    state = breaker.state
+    if state == "open":
+        state += f", half-opens in {breaker.retry_in_s:.0f} s"
+    elif breaker.failures:
+        state += f", {breaker.failures} recent failure(s)"
+    stats = status.stats
+    success = _when(stats.last_success_at.timestamp() if stats.last_success_at else None)
+    if stats.last_latency_s is not None:
+        success += f" ({stats.last_latency_s:.2f} s)"
+    failure = _when(stats.last_failure_at.timestamp() if stats.last_failure_at else None)
+    if stats.last_error:
+        failure += f": {escape_text(stats.last_error[:120])}"
+    return (
+        f"• *{status.binding.bot}* {endpoint_key(status.binding.url)}\n"
+        f"    breaker {state} · last success {success} · last failure {failure}"
+    )
+
+
+def _when(epoch: float | None) -> str:
+    """Format a time with Slack's date token, so each reader sees it in their own zone."""
+    if epoch is None:
+        return "never"
+    stamp = int(epoch)
+    fallback = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stamp))
+    return f"<!date^{stamp}^{{date_short}} {{time_secs}}|{fallback}>"

@@ -1,0 +1,239 @@
+"""``@relay <bot> <text>`` mentions: routing, the RelayMessage fields, and the thread replies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from relay_plugin.core.manager import RelayManager
+from relay_plugin.core.tasks import TaskTracker
+from relay_plugin.errors import RelayPluginError
+from relay_plugin.slack.names import NameCache
+from relay_plugin.slack.rendering import answer_payloads, failure_payload, working_payload
+from relay_plugin.slack.text import (
+    decode_slack_text,
+    strip_user_mention,
+    unlabeled_user_ids,
+)
+
+log = logging.getLogger(__name__)
+
+# Namespace of task ids: uuid5 of the Slack message and the bot, so a replayed event yields the
+# same task id and a remote that deduplicates by Idempotency-Key never runs it twice.
+TASK_ID_NAMESPACE = uuid.UUID("6f1c2a52-3e0b-5d6c-9a4e-2b7f0c9d8e11")
+MENTION_TEXT_MAX = 40_000
+_POST_OPTIONS = {"unfurl_links": False, "unfurl_media": False}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a mention goes: the bot and the Slack text meant for it."""
+
+    bot: str
+    text: str
+
+
+def route_mention(text: str, bot_user_id: str, bound: list[str]) -> Route | str:
+    """Pick the bot a mention is for, or return the reply that explains why none was picked.
+
+    ``@relay <bot> <text>`` and ``@relay <bot>: <text>`` name the bot. When the first word is not
+    a bound bot and the channel has exactly one, that bot gets the whole text.
+    """
+    rest = strip_user_mention(text, bot_user_id)
+    first, _, after = rest.partition(" ")
+    if "\n" in first:
+        first, _, tail = first.partition("\n")
+        after = f"{tail} {after}".strip()
+    name = first.rstrip(":")
+    bot = _match(name, bound)
+    if bot is not None:
+        target = Route(bot, after.strip())
+    elif len(bound) == 1:
+        target = Route(bound[0], rest)
+    elif not bound:
+        return "No bots are bound in this channel yet. Bind one with `/relay bind <bot> <url>`."
+    else:
+        names = ", ".join(f"`{b}`" for b in bound)
+        return f"Which bot? Start with a bot name, e.g. `@relay {bound[0]} hello`. Bound here: {names}."
+    if not target.text:
+        return f"Nothing to send to *{target.bot}*: write the message after its name."
+    return target
+
+
+def _match(name: str, bound: list[str]) -> str | None:
+    if name in bound:
+        return name
+    folded = [b for b in bound if b.lower() == name.lower()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def task_id_for(team: str, channel: str, ts: str, bot: str) -> str:
+    """Return the task id of one Slack message relayed to one bot."""
+    return str(uuid.uuid5(TASK_ID_NAMESPACE, f"{team}/{channel}/{ts}/{bot}"))
+
+
+def session_key_for(team: str, channel: str, thread_ts: str, bot: str) -> str:
+    """Return the remote conversation key of one Slack thread with one bot."""
+    return f"slack:{team}:{channel}:{thread_ts}:{bot}"
+
+
+def is_from_bot_or_edit(event: dict[str, Any], own_user_id: str) -> bool:
+    """Whether a message event must be ignored: any bot (this app included), or an edit."""
+    return bool(
+        event.get("bot_id")
+        or event.get("bot_profile")
+        or event.get("subtype")
+        or event.get("edited")
+        or (own_user_id and event.get("user") == own_user_id)
+    )
+
+
+class MentionRelay:
+    """Relay ``app_mention`` events to bound bots and post the answers in the thread."""
+
+    def __init__(
+        self,
+        manager: RelayManager,
+        tracker: TaskTracker,
+        claim_event: Callable[[str, float], bool],
+        names: NameCache,
+        *,
+        event_ttl_s: float,
+    ) -> None:
+        self._manager = manager
+        self._tracker = tracker
+        self._claim_event = claim_event
+        self._names = names
+        self._event_ttl_s = event_ttl_s
+
+    async def handle(
+        self,
+        event: dict[str, Any],
+        body: dict[str, Any],
+        context: Any,
+        client: AsyncWebClient,
+        request: Any,
+    ) -> None:
+        """Bolt listener for ``app_mention``; runs after the acknowledgement."""
+        own_user = context.get("bot_user_id") or ""
+        team = context.get("team_id") or body.get("team_id") or ""
+        channel, ts = event.get("channel", ""), event.get("ts", "")
+        if is_from_bot_or_edit(event, own_user):
+            log.debug("ignored a mention from a bot or an edit channel=%s ts=%s", channel, ts)
+            return
+        retry = (request.headers.get("x-slack-retry-num") or ["0"])[0]
+        if not await self._claim(body.get("event_id", ""), team, channel, ts):
+            log.info("ignored a repeated event event_id=%s channel=%s ts=%s retry=%s",
+                     body.get("event_id"), channel, ts, retry)  # fmt: skip
+            return
+        try:
+            self._tracker.spawn(
+                self._relay(event, team, own_user, client), name=f"mention-{channel}-{ts}"
+            )
+        except RuntimeError:
+            log.error("shutting down: mention not relayed channel=%s ts=%s", channel, ts)
+
+    async def _claim(self, event_id: str, team: str, channel: str, ts: str) -> bool:
+        keys = [f"msg:{team}:{channel}:{ts}"]
+        if event_id:
+            keys.insert(0, f"event:{event_id}")
+        claimed = [await asyncio.to_thread(self._claim_event, key, self._event_ttl_s) for key in keys]
+        return all(claimed)
+
+    async def _relay(
+        self, event: dict[str, Any], team: str, own_user: str, client: AsyncWebClient
+    ) -> None:
+        channel, ts, user = event["channel"], event["ts"], event.get("user", "")
+        thread_ts = event.get("thread_ts") or ts
+        text = event.get("text", "")
+        bound = [b.bot for b in self._manager.list_bindings(team, channel)]
+        route = route_mention(text, own_user, bound)
+        if isinstance(route, str):
+            await self._post(client, channel, thread_ts, {"text": route}, task_id="")
+            return
+        if len(route.text) > MENTION_TEXT_MAX:
+            reply = (f"The message has {len(route.text)} characters; the maximum relayed is "
+                     f"{MENTION_TEXT_MAX}. Shorten it or attach a link instead.")  # fmt: skip
+            await self._post(client, channel, thread_ts, {"text": reply}, task_id="")
+            return
+        task_id = task_id_for(team, channel, ts, route.bot)
+        content = decode_slack_text(
+            route.text,
+            users=await self._names.users(client, unlabeled_user_ids(route.text)),
+        )
+        metadata = json.dumps(
+            {"platform": "slack", "team": team, "channel": channel, "user": user,
+             "ts": ts, "thread_ts": thread_ts}  # fmt: skip
+        )
+        working_ts = await self._post(
+            client, channel, thread_ts, working_payload(route.bot), task_id=task_id
+        )
+        if working_ts is None:
+            return
+        try:
+            outcome = await self._manager.send(
+                team, channel, route.bot, content,
+                session_key=session_key_for(team, channel, thread_ts, route.bot),
+                metadata=metadata, task_id=task_id,
+            )  # fmt: skip
+        except RelayPluginError as exc:
+            await self._replace(client, channel, thread_ts, working_ts,
+                                [failure_payload(route.bot, exc, task_id)], task_id)  # fmt: skip
+            return
+        payloads = answer_payloads(
+            route.bot,
+            outcome.response.content,
+            elapsed_s=outcome.elapsed_s,
+            status=outcome.response.status,
+        )
+        await self._replace(client, channel, thread_ts, working_ts, payloads, task_id)
+
+    async def _replace(
+        self,
+        client: AsyncWebClient,
+        channel: str,
+        thread_ts: str,
+        working_ts: str,
+        payloads: list[dict[str, Any]],
+        task_id: str,
+    ) -> None:
+        """Replace the working note with the first payload and post the rest as replies."""
+        first, *rest = payloads
+        try:
+            await client.chat_update(channel=channel, ts=working_ts, **first)
+        except SlackApiError as exc:
+            log.warning("chat.update failed channel=%s ts=%s task=%s error=%s; posting instead",
+                        channel, working_ts, task_id, exc.response.get("error"))  # fmt: skip
+            rest = payloads
+        for payload in rest:
+            await self._post(client, channel, thread_ts, payload, task_id=task_id)
+
+    async def _post(
+        self,
+        client: AsyncWebClient,
+        channel: str,
+        thread_ts: str,
+        payload: dict[str, Any],
+        *,
+        task_id: str,
+    ) -> str | None:
+        """Post into the thread; returns the message ts, or None after logging the failure."""
+        try:
+            response = await client.chat_postMessage(
+                channel=channel, thread_ts=thread_ts, **payload, **_POST_OPTIONS
+            )
+        except SlackApiError as exc:
+            # The payload is logged so an answer that could not be posted is not lost.
+            log.error("chat.postMessage failed channel=%s thread=%s task=%s error=%s text=%r",
+                      channel, thread_ts, task_id, exc.response.get("error"),
+                      payload.get("text", ""))  # fmt: skip
+            return None
+        return str(response.get("ts", ""))

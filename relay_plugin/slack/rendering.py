@@ -1,0 +1,162 @@
+"""Slack messages the plugin posts: working notes, answers and failure lines."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from relay_plugin.errors import (
+    BadAnswerError,
+    CircuitOpenError,
+    RelayPluginError,
+    RemoteHTTPError,
+    RemoteTaskError,
+    RemoteTimeoutError,
+    RemoteUnreachableError,
+)
+from relay_plugin.slack.text import defuse_mentions, escape_text
+
+# Slack rejects a markdown block over 12,000 characters (and a message whose markdown blocks
+# add up to more), so longer answers go out as several thread replies.
+MARKDOWN_BLOCK_MAX = 12_000
+_FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
+
+Payload = dict[str, Any]
+
+
+def split_markdown(text: str, limit: int = MARKDOWN_BLOCK_MAX) -> list[str]:
+    """Split Markdown into chunks of at most ``limit`` characters without losing any text.
+
+    Cuts fall on paragraph boundaries outside code fences where possible. A code block longer
+    than ``limit`` is cut between lines, and each piece is closed and reopened with its fence so
+    every chunk renders on its own. A single line longer than ``limit`` is cut inside the line.
+    """
+    if limit < 64:
+        raise ValueError(f"limit {limit} is too small to split Markdown; use at least 64")
+    chunks: list[str] = []
+    current = ""
+    for block in _blocks(text):
+        for piece in _fit(block, limit):
+            joined = f"{current}\n\n{piece}" if current else piece
+            if len(joined) <= limit:
+                current = joined
+            else:
+                chunks.append(current)
+                current = piece
+    if current or not chunks:
+        chunks.append(current)
+    return chunks
+
+
+def _blocks(text: str) -> list[str]:
+    """Group lines into paragraphs and whole fenced code blocks."""
+    blocks: list[str] = []
+    lines: list[str] = []
+    fence = ""
+    for line in text.split("\n"):
+        match = _FENCE.match(line)
+        if fence:
+            lines.append(line)
+            if match and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence):
+                blocks.append("\n".join(lines))
+                lines, fence = [], ""
+        elif match:
+            if lines:
+                blocks.append("\n".join(lines))
+            lines, fence = [line], match.group(1)
+        elif line.strip():
+            lines.append(line)
+        elif lines:
+            blocks.append("\n".join(lines))
+            lines = []
+    if lines:
+        blocks.append("\n".join(lines))
+    return blocks
+
+
+def _fit(block: str, limit: int) -> list[str]:
+    """Cut one block into pieces of at most ``limit`` characters."""
+    if len(block) <= limit:
+        return [block]
+    lines = block.split("\n")
+    match = _FENCE.match(lines[0])
+    opener, closer = (lines[0], match.group(1)) if match else ("", "")
+    body = lines[1:] if match else lines
+    if match and _FENCE.match(body[-1] if body else ""):
+        body = body[:-1]
+    room = limit - (len(opener) + len(closer) + 2 if match else 0)
+    pieces: list[str] = []
+    current: list[str] = []
+    size = 0
+    for line in body:
+        for part in [line[i : i + room] for i in range(0, len(line), room)] or [""]:
+            if current and size + 1 + len(part) > room:
+                pieces.append("\n".join(current))
+                current, size = [], 0
+            size += len(part) + (1 if current else 0)
+            current.append(part)
+    pieces.append("\n".join(current))
+    if match:
+        return [f"{opener}\n{piece}\n{closer}" for piece in pieces]
+    return pieces
+
+
+def working_payload(bot: str) -> Payload:
+    """Return the note posted while a relay runs."""
+    return {"text": f":hourglass_flowing_sand: Asked *{bot}*, waiting for the answer…"}
+
+
+def answer_payloads(bot: str, content: str, *, elapsed_s: float, status: str) -> list[Payload]:
+    """Return the thread replies that carry an answer, in order."""
+    text = defuse_mentions(content)
+    if not text.strip():
+        text = f"_{bot} accepted the task (status `{status}`) but sent no answer text._"
+    chunks = split_markdown(text)
+    payloads: list[Payload] = []
+    for index, chunk in enumerate(chunks, start=1):
+        footer = f"*{bot}* · {elapsed_s:.1f} s"
+        if len(chunks) > 1:
+            footer += f" · part {index} of {len(chunks)}"
+        payloads.append(
+            {
+                "text": escape_text(f"{bot}: {chunk}"),
+                "blocks": [
+                    {"type": "markdown", "text": chunk},
+                    {"type": "context", "elements": [{"type": "mrkdwn", "text": footer}]},
+                ],
+            }
+        )
+    return payloads
+
+
+def failure_line(bot: str, error: RelayPluginError) -> str:
+    """Return one line that says what went wrong with a relay and what happens next."""
+    reason = escape_text(error.user_message)
+    if isinstance(error, CircuitOpenError):
+        return (
+            f":no_entry: *{bot}* is paused after repeated failures of its endpoint; "
+            f"the next try is allowed in {max(error.retry_in, 1):.0f} s."
+        )
+    if isinstance(error, RemoteTimeoutError):
+        return f":hourglass: *{bot}* did not answer in time: {reason}"
+    if isinstance(error, RemoteUnreachableError):
+        return f":electric_plug: *{bot}* could not be reached: {reason}"
+    if isinstance(error, RemoteHTTPError):
+        return f":warning: *{bot}* answered with an error: {reason}"
+    if isinstance(error, BadAnswerError):
+        return f":warning: *{bot}* sent an answer that is not a relay response: {reason}"
+    if isinstance(error, RemoteTaskError):
+        return f":x: {reason}"
+    return f":warning: Relay to *{bot}* failed: {reason}"
+
+
+def failure_payload(bot: str, error: RelayPluginError, task_id: str) -> Payload:
+    """Return the reply that replaces the working note when a relay fails."""
+    line = failure_line(bot, error)
+    return {
+        "text": line,
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": line}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"task `{task_id}`"}]},
+        ],
+    }

@@ -1,0 +1,189 @@
+"""Reference relay agent: the receiving side of the relay protocol.
+
+A template for putting your own agent behind the protocol, and the remote that tests and demos
+relay to. ``POST /relay`` takes a RelayMessage and answers a RelayResponse; ``GET /healthz``
+answers ``{"ok": true}``. A repeated task id or ``Idempotency-Key`` gets the first answer again
+instead of a second run, because senders retry a POST that may already have run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from aiohttp import web
+
+from relay_plugin.core.protocol import RelayMessage, RelayResponse, TaskStatus
+from relay_plugin.errors import ProtocolError
+
+logger = logging.getLogger(__name__)
+
+MAX_REMEMBERED_TASKS = 10_000
+MODE_HELP = "use 'echo', 'delay:SECONDS', 'fail-first:N' or 'fail'"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentMode:
+    """How the agent behaves: ``echo``, ``delay`` (seconds), ``fail-first`` (count) or ``fail``."""
+
+    kind: str = "echo"
+    delay_s: float = 0.0
+    fail_first: int = 0
+
+
+def parse_mode(text: str) -> AgentMode:
+    """Parse a mode such as ``echo``, ``delay:0.5``, ``fail-first:2`` or ``fail``."""
+    kind, _, argument = text.strip().partition(":")
+    if kind in ("", "echo", "fail") and not argument:
+        return AgentMode(kind=kind or "echo")
+    try:
+        if kind == "delay":
+            seconds = float(argument)
+            if seconds >= 0 and math.isfinite(seconds):
+                return AgentMode(kind="delay", delay_s=seconds)
+        elif kind == "fail-first":
+            count = int(argument)
+            if count >= 0:
+                return AgentMode(kind="fail-first", fail_first=count)
+    except ValueError:
+        pass
+    raise ValueError(f"invalid agent mode {text!r}: {MODE_HELP} (SECONDS and N not negative)")
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRequest:
+    """One ``POST /relay`` request as it arrived, Authorization header included."""
+
+    headers: dict[str, str]
+    body: bytes
+
+
+class RelayAgent:
+    """Request handlers, counters and answer cache of one agent app."""
+
+    def __init__(self, *, token: str, mode: AgentMode, name: str) -> None:
+        self.token = token
+        self.mode = mode
+        self.name = name
+        self.received: list[ReceivedRequest] = []
+        self.requests = 0  # valid relay requests, the count that fail-first mode uses
+        self.runs = 0  # tasks that actually ran, repeats excluded
+        self._answers: OrderedDict[str, asyncio.Task[tuple[int, dict]]] = OrderedDict()
+
+    async def relay(self, request: web.Request) -> web.Response:
+        """Handle ``POST /relay``: check the token, decode, then run or repeat the task."""
+        body = await request.read()
+        self.received.append(ReceivedRequest(dict(request.headers), body))
+        if self.token and not _bearer_matches(request.headers.get("Authorization", ""), self.token):
+            logger.warning("agent %s rejected a request without the right bearer token", self.name)
+            return _error(401, "missing or wrong 'Authorization: Bearer <token>' header")
+        try:
+            message = RelayMessage.from_dict(json.loads(body))
+        except (ValueError, ProtocolError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+            return _error(400, f"the body is not a RelayMessage: {exc}")
+        if not message.content:
+            return _error(400, "the RelayMessage has no text in 'content' or 'message'")
+
+        self.requests += 1
+        if self.requests <= self.mode.fail_first:
+            return _error(503, f"mode fail-first:{self.mode.fail_first}, request {self.requests}")
+
+        key = request.headers.get("Idempotency-Key") or message.task_id
+        task = self._answers.get(key) if key else None
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._run(message))
+            if key:
+                self._answers[key] = task
+                while len(self._answers) > MAX_REMEMBERED_TASKS:
+                    self._answers.popitem(last=False)
+        else:
+            logger.info("agent %s answers repeated task key %r from its cache", self.name, key)
+        # shield: a client that disconnects must not cancel the run that its repeats wait for.
+        status, answer = await asyncio.shield(task)
+        return web.json_response(answer, status=status)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """Handle ``GET /healthz``."""
+        return web.json_response({"ok": True})
+
+    async def cancel_running(self, app: web.Application) -> None:
+        """Cancel and await the tasks still running, at shutdown."""
+        running = [task for task in self._answers.values() if not task.done()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    async def _run(self, message: RelayMessage) -> tuple[int, dict]:
+        self.runs += 1
+        started = time.perf_counter_ns()
+        if self.mode.kind == "delay":
+            await asyncio.sleep(self.mode.delay_s)
+        failed = self.mode.kind == "fail"
+        answer = RelayResponse(
+            task_id=message.task_id,
+            status=TaskStatus.FAILED if failed else TaskStatus.COMPLETED,
+            content="" if failed else f"{self.name}: {message.content}",
+            timestamp=datetime.now(timezone.utc),
+            error=f"agent {self.name!r} runs in mode 'fail' and fails every task" if failed else "",
+            duration_ns=time.perf_counter_ns() - started,
+        )
+        logger.info("agent %s ran task %r: %s", self.name, message.task_id, answer.status)
+        return (500 if failed else 200), answer.to_dict()
+
+
+AGENT = web.AppKey("agent", RelayAgent)
+RECEIVED = web.AppKey("received", list[ReceivedRequest])
+
+
+def create_agent_app(
+    *, token: str = "", mode: AgentMode | str = "echo", name: str = "echo"
+) -> web.Application:
+    """Build the agent app; ``name`` prefixes each echoed answer (``"echo: hello"``)."""
+    agent_mode = parse_mode(mode) if isinstance(mode, str) else mode
+    agent = RelayAgent(token=token, mode=agent_mode, name=name)
+    app = web.Application()
+    app[AGENT] = agent
+    app[RECEIVED] = agent.received
+    app.router.add_post("/relay", agent.relay)
+    app.router.add_get("/healthz", agent.healthz)
+    app.on_shutdown.append(agent.cancel_running)
+    return app
+
+
+def _bearer_matches(header: str, token: str) -> bool:
+    return hmac.compare_digest(header.encode(), f"Bearer {token}".encode())
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+async def start_agent(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    token: str = "",
+    mode: AgentMode | str = "echo",
+    name: str = "echo",
+) -> tuple[web.AppRunner, str]:
+    """Start an agent on ``host:port`` (0 picks a free port); return its runner and base URL."""
+    runner = web.AppRunner(create_agent_app(token=token, mode=mode, name=name))
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_port = runner.addresses[0][1]
+    return runner, f"http://{host}:{bound_port}"
+
+
+def run_agent(host: str, port: int, token: str, mode: str) -> None:
+    """Serve an agent until interrupted (the ``relay-plugin agent`` command)."""
+    app = create_agent_app(token=token, mode=mode)
+    logger.info("relay agent listening on http://%s:%d/relay, mode %s", host, port, mode)
+    web.run_app(app, host=host, port=port, print=None)
