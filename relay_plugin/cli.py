@@ -64,7 +64,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     """Run the command line; returns the exit code."""
     env = os.environ if env is None else env
     args = build_parser().parse_args(argv)
-    configure_logging(env.get("RELAY_LOG_LEVEL", "INFO"))
+    # The demo prints a Slack thread; its own INFO lines would bury it.
+    default_level = "WARNING" if args.command == "demo" else "INFO"
+    configure_logging(env.get("RELAY_LOG_LEVEL", default_level))
     if args.command == "bindings":
         from relay_plugin.bindings_cli import run_bindings
 

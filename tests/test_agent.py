@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from relay_plugin.core.protocol import RelayResponse, parse_time
+from relay_plugin.tools import agent as agent_module
 from relay_plugin.tools.agent import AGENT, RECEIVED, AgentMode, parse_mode, start_agent
 
 Agent = tuple[web.Application, str]
@@ -181,6 +182,18 @@ async def test_distinct_tasks_both_run(
     assert app[AGENT].runs == 2
 
 
+async def test_answer_cache_bounded(
+    agent_factory: StartAgent, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent_module, "MAX_REMEMBERED_TASKS", 2)
+    app, url = await agent_factory()
+
+    for task_id in ("a", "b", "c", "a"):
+        await post(http, url, task(task_id))
+
+    assert app[AGENT].runs == 4
+
+
 async def test_concurrent_duplicates_run_once(
     agent_factory: StartAgent, http: aiohttp.ClientSession
 ) -> None:
@@ -201,7 +214,7 @@ async def test_bad_json_rejected(agent_factory: StartAgent, http: aiohttp.Client
         body = await response.json()
 
     assert status == 400
-    assert "not a RelayMessage" in body["error"]
+    assert "invalid RelayMessage" in body["error"]
 
 
 @pytest.mark.parametrize(
@@ -274,3 +287,18 @@ async def test_start_agent_url(agent_factory: StartAgent) -> None:
 
     assert url.startswith("http://127.0.0.1:")
     assert int(url.rsplit(":", 1)[1]) > 0
+
+
+async def test_shutdown_cancels_running_task(http: aiohttp.ClientSession) -> None:
+    runner, url = await start_agent(mode="delay:30")
+    pending = asyncio.create_task(post(http, url, task()))
+    deadline = time.monotonic() + 5
+    while runner.app[AGENT].runs == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+
+    await runner.cleanup()
+
+    assert time.monotonic() - started < 5
+    with pytest.raises(aiohttp.ClientError):
+        await pending

@@ -133,7 +133,7 @@ class BreakerRegistry:
         self._endpoints: dict[str, _Endpoint] = {}
 
     async def call(self, url: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run ``operation`` through the breaker of ``url``; raise CircuitOpenError when it is open."""
+        """Run ``operation`` through the breaker of ``url``; raise CircuitOpenError when open."""
         endpoint = self._endpoint(endpoint_key(url))
         state = endpoint.breaker.current_state
 
@@ -146,7 +146,7 @@ class BreakerRegistry:
 
         if state is CircuitBreakerState.HALF_OPEN:
             if endpoint.probing:
-                # NOTE: the wait is the probe's remaining time, which is unknown; 0 is reported.
+                # NOTE: the probe's remaining time is unknown, so the wait reported is 0 s.
                 raise CircuitOpenError(url=endpoint.key, retry_in=0.0)
             endpoint.probing = True
             try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from relay_plugin.core.protocol import RelayBinding
@@ -29,10 +29,10 @@ class BindingsFileError(BindingError):
     """A bindings file cannot be imported; nothing was written."""
 
     def __init__(self, problems: list[str]) -> None:
-        shown = "; ".join(problems)
+        listing = "; ".join(problems)
         count = len(problems)
         noun = "problem" if count == 1 else "problems"
-        super().__init__(f"bindings file not imported ({count} {noun}): {shown}")
+        super().__init__(f"bindings file not imported ({count} {noun}): {listing}")
         self.problems = problems
 
 
@@ -46,7 +46,7 @@ class Skipped:
 
 @dataclass(slots=True)
 class ImportReport:
-    """What an import wrote: new bindings, replaced bindings, and what it left out."""
+    """Result of an import: new bindings, replaced bindings, and what it left out."""
 
     added: list[BotBinding] = field(default_factory=list)
     updated: list[BotBinding] = field(default_factory=list)
@@ -86,18 +86,18 @@ def import_bindings(
     Any invalid entry, bot name or URL raises BindingsFileError listing all of them, and then
     nothing is written. A bot without a ``token`` option keeps the token it already has, because
     an export leaves tokens out unless asked. Bindings that would not change are skipped.
+
+    NOTE: the added/updated/unchanged split is read just before the write transaction, so a
+    process writing the same bindings at that moment can make the report stale (not the data).
     """
     report = ImportReport()
-    wanted = _parse_document(data, default_team, created_by, report)
+    parsed = _parse_document(data, default_team, created_by, report)
 
     changes: list[BotBinding] = []
-    for label, binding, has_token in wanted:
+    for label, binding, has_token in parsed:
         current = store.get(binding.team_id, binding.channel_id, binding.bot)
         if current is not None and not has_token:
-            binding = BotBinding(
-                binding.team_id, binding.channel_id, binding.bot, binding.url,
-                token=current.token, dedupe=binding.dedupe, created_by=binding.created_by,
-            )  # fmt: skip
+            binding = replace(binding, token=current.token)
         if current is None:
             report.added.append(binding)
         elif (current.url, current.token, current.dedupe) == (
@@ -138,7 +138,7 @@ def _parse_document(
         raise BindingsFileError([f"'bindings' must be a list, not {_kind(entries)}"])
 
     problems: list[str] = []
-    wanted: list[tuple[str, BotBinding, bool]] = []
+    parsed: list[tuple[str, BotBinding, bool]] = []
     seen: dict[tuple[str, str, str], str] = {}
     for index, raw in enumerate(entries):
         label = _entry_label(index, raw)
@@ -156,7 +156,8 @@ def _parse_document(
         team_id = entry.team_id or default_team
         if not team_id:
             problems.append(
-                f"{label}: no team_id; add \"team_id\" to the entry or give a default team"
+                f"{label}: no team_id; add \"team_id\" to the entry or give a default team "
+                "(bindings import --team T...)"
             )
             continue
         options = _parse_options(label, raw.get("bot_options"), entry.bots, problems)
@@ -178,10 +179,10 @@ def _parse_document(
                 problems.append(f"{bot_label}: already given in {seen[key]}")
                 continue
             seen[key] = label
-            wanted.append((bot_label, candidate, "token" in option))
+            parsed.append((bot_label, candidate, "token" in option))
     if problems:
         raise BindingsFileError(problems)
-    return wanted
+    return parsed
 
 
 def _parse_options(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import backoff
@@ -49,7 +50,7 @@ _SAFE_STATUSES = frozenset({429, 502, 503, 504})
 
 
 def new_client_session(policy: RetryPolicy) -> aiohttp.ClientSession:
-    """Create the HTTP session for relays; call it in a running event loop and close it at exit."""
+    """Create the HTTP session for relays. Call it in a running event loop and close it at exit."""
     # force_close: a fresh connection per request. A reused keep-alive connection that the
     # remote has just closed fails as a disconnect after sending, which is not safe to retry.
     connector = aiohttp.TCPConnector(force_close=True)
@@ -63,7 +64,7 @@ def new_client_session(policy: RetryPolicy) -> aiohttp.ClientSession:
 def _client_timeout(policy: RetryPolicy) -> aiohttp.ClientTimeout:
     # connect: the whole connect phase (waiting for a pooled connection, DNS, TCP and TLS).
     # sock_read: the wait for the answer once the request is sent, restarted by each chunk
-    # read. total stays unset; RelaySender caps each attempt with its own deadline instead.
+    # read. total stays unset because RelaySender caps each attempt with its own deadline.
     return aiohttp.ClientTimeout(
         total=None, connect=policy.connect_timeout_s, sock_read=policy.answer_timeout_s
     )
@@ -108,7 +109,11 @@ class _AttemptFailed(Exception):
 
 
 class RelaySender:
-    """Posts RelayMessages to remote bots and decodes their answers."""
+    """Posts RelayMessages to remote bots and decodes their answers.
+
+    ``max_answer_bytes`` bounds a 2xx body, and a longer one raises BadAnswerError. ``on_wait`` is
+    called with a RetryWait before each wait between attempts, and its exceptions propagate.
+    """
 
     def __init__(
         self,
@@ -142,8 +147,18 @@ class RelaySender:
     async def send(
         self, message: RelayMessage, url: str, *, token: str = "", dedupe: bool = False
     ) -> SendResult:
-        """Post ``message`` to the bot at ``url``, retrying per policy; raise a RelayError on failure."""
+        """Post ``message`` to ``url`` with retries per policy; raise RelayError if it fails."""
         target = endpoints.relay_url(url)
+        parts = urlsplit(target)
+        if parts.username is not None or parts.password is not None:
+            # aiohttp would turn them into Basic auth, which clashes with the bearer token,
+            # and the password would show in errors and logs.
+            shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+            raise RemoteUnreachableError(
+                "the bot URL contains credentials (user:password@host); remove them and "
+                "set a bearer token instead",
+                url=shown,
+            )
         body = json.dumps(message.to_dict(), separators=(",", ":")).encode("utf-8")
         headers = self._headers(message, token or self._default_token)
         started = time.monotonic()
@@ -197,12 +212,15 @@ class RelaySender:
             # A certificate or TLS setup problem does not go away within a few seconds.
             message = f"the TLS handshake failed: {exc}"
             raise _failure(RemoteUnreachableError, message, url, exc, _Retry.NEVER) from None
+        except aiohttp.ClientConnectorDNSError as exc:
+            message = f"cannot resolve the host name: {exc.os_error}"
+            raise _failure(RemoteUnreachableError, message, url, exc, _Retry.SAFE) from None
         except aiohttp.ClientConnectorError as exc:
             message = f"cannot connect: {exc.os_error}"
             raise _failure(RemoteUnreachableError, message, url, exc, _Retry.SAFE) from None
         except TimeoutError as exc:
             # aiohttp's SocketTimeoutError (sock_read) or the attempt deadline above.
-            message = f"no answer within {self._policy.answer_timeout_s:g} s"
+            message = f"the answer timed out after {self._policy.answer_timeout_s:g} s"
             raise _failure(RemoteTimeoutError, message, url, exc, _Retry.IF_DEDUPE) from None
         except aiohttp.ServerDisconnectedError as exc:
             message = "the remote closed the connection before answering"
@@ -230,7 +248,7 @@ class RelaySender:
                 return RelayResponse.from_body(body, response.content_type)
             except ProtocolError as exc:
                 error = BadAnswerError(
-                    f"the answer is not a RelayResponse: {exc.problem}",
+                    f"invalid RelayResponse: {exc.problem}",
                     url=url,
                     status=status,
                     excerpt=exc.excerpt or excerpt(body),
@@ -266,7 +284,7 @@ class RelaySender:
         failure: _AttemptFailed = details["exception"]
         if failure.retryable(dedupe):
             logger.warning(
-                "relay to %s failed after %d attempts, no retries left: %s",
+                "relay to %s failed after %d attempt(s); giving up: %s",
                 url, details["tries"], failure.error.args[0],
             )  # fmt: skip
 
@@ -288,7 +306,7 @@ def _status_problem(response: aiohttp.ClientResponse) -> str:
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
-    """Read at most ``limit`` bytes of the body; the flag is False when more was left."""
+    """Read at most ``limit`` bytes of the body. The flag is False when the body was longer."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
@@ -300,7 +318,7 @@ async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> tuple[b
 
 
 def parse_retry_after(value: str, now: datetime | None = None) -> float | None:
-    """Parse a Retry-After header (seconds or an HTTP date) into seconds; None when invalid."""
+    """Parse a Retry-After header (seconds or an HTTP date) into seconds, or None when invalid."""
     value = value.strip()
     if not value:
         return None

@@ -5,17 +5,14 @@ returned ``put`` survives a killed process, and two processes sharing the folder
 other (``busy_timeout``) instead of overwriting each other's changes.
 
 A file that is not a store this program can read is never replaced or modified: opening it raises
-StoreCorruptError or StoreVersionError and leaves the bytes as they are. The schema is validated
-through a read-only connection before any write is attempted.
+StoreCorruptError or StoreVersionError (see ``store_file``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import sqlite3
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -27,25 +24,23 @@ from typing import Any, ClassVar
 
 from relay_plugin.core.endpoints import validate_bot_name, validate_url
 from relay_plugin.core.protocol import format_time, parse_time
-from relay_plugin.errors import (
-    InvalidBindingError,
-    StoreCorruptError,
-    StoreError,
-    StoreVersionError,
+from relay_plugin.core.store_file import (
+    APPLICATION_ID,
+    BUSY_TIMEOUT_S,
+    check_existing,
+    create_private_file,
+    newer_version_error,
+    prepare_folder,
+    restrict_modes,
+    store_error,
 )
+from relay_plugin.errors import InvalidBindingError, StoreError
 
 logger = logging.getLogger(__name__)
 
-APPLICATION_ID = 0x524C5950  # "RLYP" in the SQLite header, marks the file as ours
-BUSY_TIMEOUT_S = 10.0
 PRUNE_INTERVAL_S = 60.0
 ID_MAX = 64
 _PAGE_ROWS = 500
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-_SQLITE_HEADER_BYTES = 100
-_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
-_BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
-_MOVE_ASIDE = "move it aside or restore a backup; relay-plugin then starts with an empty store"
 
 _COLUMNS = "team_id, channel_id, bot, url, token, dedupe, created_by, created_at"
 _GET_SQL = f"SELECT {_COLUMNS} FROM bindings WHERE team_id = ? AND channel_id = ? AND bot = ?"
@@ -87,7 +82,7 @@ def validate_binding(binding: BotBinding) -> BotBinding:
     validate_bot_name(binding.bot)
     url = validate_url(binding.url)
     if any(ch.isspace() or not ch.isprintable() for ch in binding.token):
-        # The value is not shown: error messages end up in logs.
+        # The token is not shown, because error messages end up in logs.
         raise InvalidBindingError(
             "token", "(hidden)", "it contains white space or control characters"
         )
@@ -104,7 +99,7 @@ def _validate_id(name: str, value: str, hint: str) -> None:
 
 
 def _create_schema_v1(conn: sqlite3.Connection) -> None:
-    # The primary keys are the lookup indexes: get() and channel() search them, never scan.
+    # The primary keys are the lookup indexes, so get() and channel() search them, never scan.
     conn.execute(
         "CREATE TABLE bindings ("
         " team_id TEXT NOT NULL, channel_id TEXT NOT NULL, bot TEXT NOT NULL,"
@@ -138,11 +133,11 @@ class BindingStore:
         self._lock = threading.Lock()
         self._prune_interval_s = prune_interval_s
         self._next_prune = 0.0
-        self._prepare_folder()
-        if self._create_file():
+        prepare_folder(self._dir)
+        if create_private_file(self._path):
             logger.info("created binding store %s", self._path)
         else:
-            self._check_existing()
+            check_existing(self._path, self.SCHEMA_VERSION)
         self._conn: sqlite3.Connection | None = self._connect()
 
     @property
@@ -157,7 +152,7 @@ class BindingStore:
         self.close()
 
     def close(self) -> None:
-        """Close the connection; closing twice is allowed."""
+        """Close the connection. Closing twice is allowed."""
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -176,7 +171,7 @@ class BindingStore:
         return stored
 
     def remove(self, team_id: str, channel_id: str, bot: str) -> bool:
-        """Delete a binding; return whether it existed."""
+        """Delete a binding and return whether it existed."""
         with self._write("remove") as conn:
             cursor = conn.execute(_REMOVE_SQL, (team_id, channel_id, bot))
         return cursor.rowcount > 0
@@ -204,7 +199,7 @@ class BindingStore:
         return int(self._read("SELECT COUNT(*) FROM bindings", ())[0][0])
 
     def claim_event(self, key: str, ttl_s: float) -> bool:
-        """Record ``key`` as seen for ``ttl_s`` seconds; return False if it was already seen.
+        """Record ``key`` as seen for ``ttl_s`` seconds, or return False if it is already seen.
 
         Expired keys are deleted at most once per ``prune_interval_s`` through the expiry index.
         Expiry uses the wall clock, so it holds across restarts.
@@ -218,100 +213,14 @@ class BindingStore:
             row = conn.execute(_SEEN_SQL, (key,)).fetchone()
             if row is not None and row[0] > now:
                 return False
-            conn.execute(_CLAIM_SQL, (key, now + ttl_s))
             if now >= self._next_prune:
                 pruned = conn.execute(_PRUNE_SQL, (now,)).rowcount
                 self._next_prune = now + self._prune_interval_s
                 logger.debug("pruned %d expired event keys", pruned)
+            conn.execute(_CLAIM_SQL, (key, now + ttl_s))
         return True
 
     # Opening
-
-    def _prepare_folder(self) -> None:
-        try:
-            self._dir.mkdir(mode=0o700, parents=True)  # only the last folder gets the mode
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise StoreError(
-                str(self._dir),
-                f"cannot create the data folder ({exc.strerror}); "
-                "set RELAY_DATA_DIR to a folder you can write",
-            ) from None
-        else:
-            os.chmod(self._dir, 0o700)  # mkdir's mode is reduced by the umask
-        if not self._dir.is_dir():
-            raise StoreError(
-                str(self._dir), "the data folder path is not a folder; set RELAY_DATA_DIR"
-            )
-        if not os.access(self._dir, os.W_OK | os.X_OK):
-            raise StoreError(
-                str(self._dir),
-                "the data folder is not writable; fix its permissions or set RELAY_DATA_DIR "
-                "to a folder you can write",
-            )
-
-    def _create_file(self) -> bool:
-        """Create an empty database file with mode 0600; return False if it already exists."""
-        try:
-            fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            return False
-        except OSError as exc:
-            raise StoreError(str(self._path), f"cannot create the file ({exc.strerror})") from None
-        os.close(fd)
-        return True
-
-    def _check_existing(self) -> None:
-        """Validate an existing file without writing to it."""
-        name = str(self._path)
-        try:
-            info = os.stat(self._path)
-            with open(self._path, "rb") as handle:
-                header = handle.read(_SQLITE_HEADER_BYTES)
-        except OSError as exc:
-            raise StoreError(
-                name, f"cannot read the file ({exc.strerror}); fix its permissions"
-            ) from None
-        if not stat.S_ISREG(info.st_mode):
-            raise StoreError(name, "it is not a regular file; move it aside")
-        if not header:
-            return  # an empty file is a new database
-        if len(header) < _SQLITE_HEADER_BYTES or not header.startswith(_SQLITE_MAGIC):
-            raise StoreCorruptError(name, f"it is not an SQLite database (bad header); {_MOVE_ASIDE}")
-        try:
-            conn = sqlite3.connect(
-                self._path.absolute().as_uri() + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S
-            )
-        except sqlite3.Error as exc:
-            raise self._error("open", exc) from exc
-        try:
-            self._check_schema(conn)
-        except sqlite3.Error as exc:
-            raise self._error("open", exc) from exc
-        finally:
-            conn.close()
-
-    def _check_schema(self, conn: sqlite3.Connection) -> None:
-        name = str(self._path)
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if app_id != APPLICATION_ID and (app_id or version or tables):
-            raise StoreCorruptError(
-                name, f"it is an SQLite database but not a relay-plugin store; {_MOVE_ASIDE}"
-            )
-        if version > self.SCHEMA_VERSION:
-            raise StoreVersionError(
-                name,
-                f"schema version {version} was written by a newer relay-plugin (this one reads "
-                f"up to {self.SCHEMA_VERSION}); upgrade relay-plugin",
-            )
-        problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
-        if problems != ["ok"]:
-            raise StoreCorruptError(
-                name, f"the integrity check failed ({'; '.join(problems)}); {_MOVE_ASIDE}"
-            )
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -319,7 +228,7 @@ class BindingStore:
                 self._path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
-            raise self._error("open", exc) from exc
+            raise store_error(self._path, "open", exc) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA synchronous = FULL")
@@ -329,11 +238,11 @@ class BindingStore:
             conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
             conn.close()
-            raise self._error("open", exc) from exc
+            raise store_error(self._path, "open", exc) from exc
         except BaseException:
             conn.close()
             raise
-        self._restrict_modes()
+        restrict_modes(self._path)
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -341,11 +250,7 @@ class BindingStore:
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > self.SCHEMA_VERSION:
-                raise StoreVersionError(
-                    str(self._path),
-                    f"schema version {version} was written by a newer relay-plugin; "
-                    "upgrade relay-plugin",
-                )
+                raise newer_version_error(self._path, version, self.SCHEMA_VERSION)
             for step in range(version, self.SCHEMA_VERSION):
                 self.MIGRATIONS[step](conn)
                 logger.info("migrated %s from schema %d to %d", self._path, step, step + 1)
@@ -354,20 +259,9 @@ class BindingStore:
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-
-    def _restrict_modes(self) -> None:
-        """Make the file and its -wal and -shm files private (0600) if they are wider."""
-        for suffix in ("", "-wal", "-shm"):
-            path = self._path.with_name(self._path.name + suffix)
-            try:
-                mode = stat.S_IMODE(os.stat(path).st_mode)
-                if mode & 0o077:
-                    os.chmod(path, mode & 0o600)
-                    logger.warning("%s was readable by others; changed its mode to 0600", path)
-            except FileNotFoundError:
-                continue
 
     # Transactions
 
@@ -383,7 +277,7 @@ class BindingStore:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise self._error(action, exc) from exc
+                raise store_error(self._path, action, exc) from exc
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -391,7 +285,7 @@ class BindingStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
-                    raise self._error(action, exc) from exc
+                    raise store_error(self._path, action, exc) from exc
                 raise
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
@@ -400,20 +294,7 @@ class BindingStore:
             try:
                 return conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
-                raise self._error("read", exc) from exc
-
-    def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
-        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-        name = str(self._path)
-        if code in _CORRUPT_CODES:
-            return StoreCorruptError(name, f"{action} failed: {exc}; {_MOVE_ASIDE}")
-        if code in _BUSY_CODES:
-            return StoreError(
-                name,
-                f"{action} failed: the database stayed locked for {BUSY_TIMEOUT_S:g} s by "
-                "another process; try again",
-            )
-        return StoreError(name, f"{action} failed: {exc}")
+                raise store_error(self._path, "read", exc) from exc
 
 
 def _to_row(binding: BotBinding) -> tuple[Any, ...]:

@@ -17,7 +17,12 @@ from relay_plugin.core.manager import RelayManager
 from relay_plugin.core.tasks import TaskTracker
 from relay_plugin.errors import RelayPluginError
 from relay_plugin.slack.names import NameCache
-from relay_plugin.slack.rendering import answer_payloads, failure_payload, working_payload
+from relay_plugin.slack.rendering import (
+    answer_payloads,
+    failure_payload,
+    interrupted_line,
+    working_payload,
+)
 from relay_plugin.slack.text import (
     decode_slack_text,
     strip_user_mention,
@@ -30,6 +35,7 @@ log = logging.getLogger(__name__)
 # same task id and a remote that deduplicates by Idempotency-Key never runs it twice.
 TASK_ID_NAMESPACE = uuid.UUID("6f1c2a52-3e0b-5d6c-9a4e-2b7f0c9d8e11")
 MENTION_TEXT_MAX = 40_000
+INTERRUPTED_POST_TIMEOUT_S = 5.0
 _POST_OPTIONS = {"unfurl_links": False, "unfurl_media": False}
 
 
@@ -188,6 +194,15 @@ class MentionRelay:
             await self._replace(client, channel, thread_ts, working_ts,
                                 [failure_payload(route.bot, exc, task_id)], task_id)  # fmt: skip
             return
+        except asyncio.CancelledError:
+            log.warning("relay interrupted by shutdown bot=%s channel=%s task=%s",
+                        route.bot, channel, task_id)  # fmt: skip
+            payload = failure_payload(route.bot, interrupted_line(route.bot), task_id)
+            await asyncio.wait_for(
+                self._replace(client, channel, thread_ts, working_ts, [payload], task_id),
+                INTERRUPTED_POST_TIMEOUT_S,
+            )
+            raise
         payloads = answer_payloads(
             route.bot,
             outcome.response.content,

@@ -101,6 +101,14 @@ def _fit(block: str, limit: int) -> list[str]:
     return pieces
 
 
+def interrupted_line(bot: str) -> str:
+    """Return the line that replaces the working note when shutdown cancels a relay."""
+    return (
+        f":octagonal_sign: The relay app is shutting down, so the answer of *{bot}* will not "
+        "be posted here. Ask again in a minute."
+    )
+
+
 def working_payload(bot: str) -> Payload:
     """Return the note posted while a relay runs."""
     return {"text": f":hourglass_flowing_sand: Asked *{bot}*, waiting for the answer…"}
@@ -132,6 +140,9 @@ def answer_payloads(bot: str, content: str, *, elapsed_s: float, status: str) ->
 def failure_line(bot: str, error: RelayPluginError) -> str:
     """Return one line that says what went wrong with a relay and what happens next."""
     reason = escape_text(error.user_message)
+    attempts = getattr(error, "attempts", 0)
+    if attempts > 1:
+        reason += f" (after {attempts} attempts)"
     if isinstance(error, CircuitOpenError):
         return (
             f":no_entry: *{bot}* is paused after repeated failures of its endpoint; "
@@ -150,9 +161,9 @@ def failure_line(bot: str, error: RelayPluginError) -> str:
     return f":warning: Relay to *{bot}* failed: {reason}"
 
 
-def failure_payload(bot: str, error: RelayPluginError, task_id: str) -> Payload:
+def failure_payload(bot: str, error: RelayPluginError | str, task_id: str) -> Payload:
     """Return the reply that replaces the working note when a relay fails."""
-    line = failure_line(bot, error)
+    line = error if isinstance(error, str) else failure_line(bot, error)
     return {
         "text": line,
         "blocks": [

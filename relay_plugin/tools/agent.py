@@ -1,9 +1,10 @@
 """Reference relay agent: the receiving side of the relay protocol.
 
 A template for putting your own agent behind the protocol, and the remote that tests and demos
-relay to. ``POST /relay`` takes a RelayMessage and answers a RelayResponse; ``GET /healthz``
-answers ``{"ok": true}``. A repeated task id or ``Idempotency-Key`` gets the first answer again
-instead of a second run, because senders retry a POST that may already have run.
+relay to. ``POST /relay`` takes a RelayMessage and responds with a RelayResponse, and
+``GET /healthz`` responds with ``{"ok": true}``. A repeated task id or ``Idempotency-Key`` gets
+the first response again instead of a second run, because senders retry a POST that may
+already have run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from aiohttp import web
 
@@ -31,7 +33,7 @@ MODE_HELP = "use 'echo', 'delay:SECONDS', 'fail-first:N' or 'fail'"
 
 @dataclass(frozen=True, slots=True)
 class AgentMode:
-    """How the agent behaves: ``echo``, ``delay`` (seconds), ``fail-first`` (count) or ``fail``."""
+    """Agent behaviour: ``echo``, ``delay`` (by ``delay_s``), ``fail-first`` (count) or ``fail``."""
 
     kind: str = "echo"
     delay_s: float = 0.0
@@ -57,6 +59,9 @@ def parse_mode(text: str) -> AgentMode:
     raise ValueError(f"invalid agent mode {text!r}: {MODE_HELP} (SECONDS and N not negative)")
 
 
+Outcome = tuple[int, dict[str, Any]]  # HTTP status and JSON body of a task's response
+
+
 @dataclass(frozen=True, slots=True)
 class ReceivedRequest:
     """One ``POST /relay`` request as it arrived, Authorization header included."""
@@ -66,7 +71,7 @@ class ReceivedRequest:
 
 
 class RelayAgent:
-    """Request handlers, counters and answer cache of one agent app."""
+    """Request handlers, counters and response cache of one agent app."""
 
     def __init__(self, *, token: str, mode: AgentMode, name: str) -> None:
         self.token = token
@@ -75,39 +80,42 @@ class RelayAgent:
         self.received: list[ReceivedRequest] = []
         self.requests = 0  # valid relay requests, the count that fail-first mode uses
         self.runs = 0  # tasks that actually ran, repeats excluded
-        self._answers: OrderedDict[str, asyncio.Task[tuple[int, dict]]] = OrderedDict()
+        self._responses: OrderedDict[str, asyncio.Task[Outcome]] = OrderedDict()
+        self._running: set[asyncio.Task[Outcome]] = set()
 
     async def relay(self, request: web.Request) -> web.Response:
         """Handle ``POST /relay``: check the token, decode, then run or repeat the task."""
         body = await request.read()
         self.received.append(ReceivedRequest(dict(request.headers), body))
         if self.token and not _bearer_matches(request.headers.get("Authorization", ""), self.token):
-            logger.warning("agent %s rejected a request without the right bearer token", self.name)
-            return _error(401, "missing or wrong 'Authorization: Bearer <token>' header")
+            return self._reject(401, "missing or wrong 'Authorization: Bearer <token>' header")
         try:
             message = RelayMessage.from_dict(json.loads(body))
         except (ValueError, ProtocolError) as exc:  # JSONDecodeError and UnicodeDecodeError too
-            return _error(400, f"the body is not a RelayMessage: {exc}")
+            return self._reject(400, f"invalid RelayMessage: {exc}")
         if not message.content:
-            return _error(400, "the RelayMessage has no text in 'content' or 'message'")
+            return self._reject(400, "invalid RelayMessage: no text in 'content' or 'message'")
 
         self.requests += 1
         if self.requests <= self.mode.fail_first:
-            return _error(503, f"mode fail-first:{self.mode.fail_first}, request {self.requests}")
+            reason = f"mode fail-first:{self.mode.fail_first} fails request {self.requests}"
+            return self._reject(503, reason)
 
         key = request.headers.get("Idempotency-Key") or message.task_id
-        task = self._answers.get(key) if key else None
+        task = self._responses.get(key) if key else None
         if task is None:
             task = asyncio.get_running_loop().create_task(self._run(message))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
             if key:
-                self._answers[key] = task
-                while len(self._answers) > MAX_REMEMBERED_TASKS:
-                    self._answers.popitem(last=False)
+                self._responses[key] = task
+                while len(self._responses) > MAX_REMEMBERED_TASKS:
+                    self._responses.popitem(last=False)
         else:
-            logger.info("agent %s answers repeated task key %r from its cache", self.name, key)
+            logger.info("agent %s returns the cached response for task key %r", self.name, key)
         # shield: a client that disconnects must not cancel the run that its repeats wait for.
-        status, answer = await asyncio.shield(task)
-        return web.json_response(answer, status=status)
+        status, body = await asyncio.shield(task)
+        return web.json_response(body, status=status)
 
     async def healthz(self, request: web.Request) -> web.Response:
         """Handle ``GET /healthz``."""
@@ -115,18 +123,22 @@ class RelayAgent:
 
     async def cancel_running(self, app: web.Application) -> None:
         """Cancel and await the tasks still running, at shutdown."""
-        running = [task for task in self._answers.values() if not task.done()]
+        running = list(self._running)
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
 
-    async def _run(self, message: RelayMessage) -> tuple[int, dict]:
+    def _reject(self, status: int, reason: str) -> web.Response:
+        logger.warning("agent %s rejected a relay request with %d: %s", self.name, status, reason)
+        return web.json_response({"error": reason}, status=status)
+
+    async def _run(self, message: RelayMessage) -> Outcome:
         self.runs += 1
         started = time.perf_counter_ns()
         if self.mode.kind == "delay":
             await asyncio.sleep(self.mode.delay_s)
         failed = self.mode.kind == "fail"
-        answer = RelayResponse(
+        response = RelayResponse(
             task_id=message.task_id,
             status=TaskStatus.FAILED if failed else TaskStatus.COMPLETED,
             content="" if failed else f"{self.name}: {message.content}",
@@ -134,8 +146,8 @@ class RelayAgent:
             error=f"agent {self.name!r} runs in mode 'fail' and fails every task" if failed else "",
             duration_ns=time.perf_counter_ns() - started,
         )
-        logger.info("agent %s ran task %r: %s", self.name, message.task_id, answer.status)
-        return (500 if failed else 200), answer.to_dict()
+        logger.info("agent %s ran task %r: %s", self.name, message.task_id, response.status)
+        return (500 if failed else 200), response.to_dict()
 
 
 AGENT = web.AppKey("agent", RelayAgent)
@@ -145,7 +157,7 @@ RECEIVED = web.AppKey("received", list[ReceivedRequest])
 def create_agent_app(
     *, token: str = "", mode: AgentMode | str = "echo", name: str = "echo"
 ) -> web.Application:
-    """Build the agent app; ``name`` prefixes each echoed answer (``"echo: hello"``)."""
+    """Build the agent app; ``name`` prefixes each echoed text (``"echo: hello"``)."""
     agent_mode = parse_mode(mode) if isinstance(mode, str) else mode
     agent = RelayAgent(token=token, mode=agent_mode, name=name)
     app = web.Application()
@@ -159,10 +171,6 @@ def create_agent_app(
 
 def _bearer_matches(header: str, token: str) -> bool:
     return hmac.compare_digest(header.encode(), f"Bearer {token}".encode())
-
-
-def _error(status: int, reason: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status)
 
 
 async def start_agent(

@@ -125,7 +125,8 @@ class SlackWorkspace:
             parse_blocks(params), self.bot_user_id, raw=params,
         )  # fmt: skip
         self.store(message)
-        return {"ok": True, "channel": channel, "ts": message.ts, "message": self._as_event(message)}
+        event = self._as_event(message)
+        return {"ok": True, "channel": channel, "ts": message.ts, "message": event}
 
     def update(self, params: Body) -> Body:
         """Implement ``chat.update`` for the bot's own messages."""
