@@ -130,11 +130,12 @@ class CircuitOpenError(RelayError):
     """The endpoint's circuit breaker is open, so nothing was sent."""
 
     def __init__(self, *, url: str, retry_in: float) -> None:
-        super().__init__(
-            f"circuit open for {url}: too many recent failures; "
-            f"the next try is allowed in {retry_in:.0f} s",
-            url=url,
-        )
+        if retry_in > 0:
+            text = (f"circuit open for {url}: too many recent failures; "
+                    f"the next try is allowed in {retry_in:.0f} s")  # fmt: skip
+        else:
+            text = f"circuit half-open for {url}: a probe request is in progress; try again shortly"
+        super().__init__(text, url=url)
         self.retry_in = retry_in
 
 

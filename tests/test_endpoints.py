@@ -55,3 +55,10 @@ def test_endpoint_key_keeps_distinct_ports():
 
 def test_endpoint_key_ipv6():
     assert endpoint_key("http://[::1]:8080") == "http://[::1]:8080/relay"
+
+
+def test_url_with_credentials_rejected_without_echoing_them():
+    with pytest.raises(InvalidBindingError) as caught:
+        validate_url("https://user:hunter2@bots.example.com/relay")
+    assert "hunter2" not in str(caught.value)
+    assert "remove the user name and password" in str(caught.value)

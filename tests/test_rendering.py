@@ -93,3 +93,9 @@ def test_failure_payload_carries_task_id():
     error = RemoteTimeoutError("no answer", url="http://h/relay", attempts=1)
     payload = failure_payload("echo", error, "task-123")
     assert "task-123" in payload["blocks"][1]["elements"][0]["text"]
+
+
+def test_failure_line_probe_in_progress():
+    line = failure_line("echo", CircuitOpenError(url="http://h/relay", retry_in=0.0))
+    assert "probe request is checking" in line
+    assert "0 s" not in line

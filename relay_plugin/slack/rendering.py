@@ -144,6 +144,11 @@ def failure_line(bot: str, error: RelayPluginError) -> str:
     if attempts > 1:
         reason += f" (after {attempts} attempts)"
     if isinstance(error, CircuitOpenError):
+        if error.retry_in <= 0:
+            return (
+                f":no_entry: *{bot}* is paused after repeated failures of its endpoint, and a "
+                "probe request is checking whether it is back. Try again in a few seconds."
+            )
         return (
             f":no_entry: *{bot}* is paused after repeated failures of its endpoint; "
             f"the next try is allowed in {max(error.retry_in, 1):.0f} s."
