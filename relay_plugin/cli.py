@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent = commands.add_parser(
         "agent",
         help="run the reference relay agent",
-        description="Run the reference agent: POST /relay answers RelayResponses.",
+        description="Run the reference agent: POST /relay returns a RelayResponse.",
     )
     agent.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     agent.add_argument("--port", type=int, default=9080, help="port to listen on (default 9080)")

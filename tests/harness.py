@@ -142,7 +142,7 @@ class Stack:
         return envelope["event"]
 
     async def final_replies(self, channel: str, thread_ts: str, count: int = 1, timeout: float = 10.0):
-        """Wait until the thread holds ``count`` bot replies that are not working notes."""
+        """Wait until the thread contains ``count`` bot replies that are not working notes."""
 
         def done():
             return [m for m in self.bot_replies(channel, thread_ts) if "waiting for the answer" not in m.text]

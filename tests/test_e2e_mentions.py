@@ -163,3 +163,24 @@ async def test_mention_names_resolved(stack):
     event = await stack.mention("echo ask <@U0002> please")
     await stack.final_replies("C0001", event["ts"])
     assert received_messages(stack)[0]["content"] == "ask @bob please"
+
+
+async def test_failed_update_posts_answer_instead(stack):
+    stack.sim.fail_next("chat.update", "message_not_found")
+    event = await stack.mention("echo still arrives")
+    await stack.sim.wait_for(
+        lambda: any(r.blocks and r.blocks[0].get("text") == "echo: still arrives"
+                    for r in stack.bot_replies("C0001", event["ts"])),  # fmt: skip
+        description="the answer posted as a new reply",
+    )
+    line = await stack.app.wait_for_log("chat.update failed")
+    assert "message_not_found" in line
+    assert "task=" in line
+
+
+async def test_unpostable_answer_is_logged(stack):
+    stack.sim.fail_next("chat.postMessage", "channel_not_found", times=1)
+    await stack.mention("echo lost note")
+    line = await stack.app.wait_for_log("chat.postMessage failed")
+    assert "channel_not_found" in line
+    assert stack.agent.received == []

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -41,7 +42,7 @@ _POST_OPTIONS = {"unfurl_links": False, "unfurl_media": False}
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where a mention goes: the bot and the Slack text meant for it."""
+    """Target of a mention: the bot and the Slack text meant for it."""
 
     bot: str
     text: str
@@ -162,6 +163,7 @@ class MentionRelay:
         text = event.get("text", "")
         bound = [b.bot for b in self._manager.list_bindings(team, channel)]
         route = route_mention(text, own_user, bound)
+
         if isinstance(route, str):
             await self._post(client, channel, thread_ts, {"text": route}, task_id="")
             return
@@ -170,6 +172,7 @@ class MentionRelay:
                      f"{MENTION_TEXT_MAX}. Shorten it or attach a link instead.")  # fmt: skip
             await self._post(client, channel, thread_ts, {"text": reply}, task_id="")
             return
+
         task_id = task_id_for(team, channel, ts, route.bot)
         content = decode_slack_text(
             route.text,
@@ -179,11 +182,13 @@ class MentionRelay:
             {"platform": "slack", "team": team, "channel": channel, "user": user,
              "ts": ts, "thread_ts": thread_ts}  # fmt: skip
         )
+
         working_ts = await self._post(
             client, channel, thread_ts, working_payload(route.bot), task_id=task_id
         )
         if working_ts is None:
             return
+
         try:
             outcome = await self._manager.send(
                 team, channel, route.bot, content,
@@ -203,6 +208,7 @@ class MentionRelay:
                 INTERRUPTED_POST_TIMEOUT_S,
             )
             raise
+
         payloads = answer_payloads(
             route.bot,
             outcome.response.content,
@@ -224,9 +230,9 @@ class MentionRelay:
         first, *rest = payloads
         try:
             await client.chat_update(channel=channel, ts=working_ts, **first)
-        except SlackApiError as exc:
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("chat.update failed channel=%s ts=%s task=%s error=%s; posting instead",
-                        channel, working_ts, task_id, exc.response.get("error"))  # fmt: skip
+                        channel, working_ts, task_id, _slack_error(exc))  # fmt: skip
             rest = payloads
         for payload in rest:
             await self._post(client, channel, thread_ts, payload, task_id=task_id)
@@ -245,10 +251,17 @@ class MentionRelay:
             response = await client.chat_postMessage(
                 channel=channel, thread_ts=thread_ts, **payload, **_POST_OPTIONS
             )
-        except SlackApiError as exc:
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             # The payload is logged so an answer that could not be posted is not lost.
             log.error("chat.postMessage failed channel=%s thread=%s task=%s error=%s text=%r",
-                      channel, thread_ts, task_id, exc.response.get("error"),
+                      channel, thread_ts, task_id, _slack_error(exc),
                       payload.get("text", ""))  # fmt: skip
             return None
         return str(response.get("ts", ""))
+
+
+def _slack_error(exc: Exception) -> str:
+    """Return Slack's error code of a failed Web API call, or the exception text."""
+    if isinstance(exc, SlackApiError):
+        return str(exc.response.get("error"))
+    return f"{type(exc).__name__}: {exc}"
