@@ -178,7 +178,7 @@ async def test_failed_update_posts_answer_instead(stack):
     assert "task=" in line
 
 
-async def test_unpostable_answer_is_logged(stack):
+async def test_unpostable_working_note_skips_relay(stack):
     stack.sim.fail_next("chat.postMessage", "channel_not_found", times=1)
     await stack.mention("echo lost note")
     line = await stack.app.wait_for_log("chat.postMessage failed")
