@@ -11,11 +11,13 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
-from relay_plugin.core.policy import BreakerPolicy, RetryPolicy
+from relay_plugin.core.policy import BreakerPolicy, FairUsePolicy, RetryPolicy
 from relay_plugin.errors import ConfigError
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+BIND_POLICIES = ("admins", "everyone")
 _INSTANCE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
 
 def default_data_dir() -> Path:
@@ -37,6 +39,11 @@ class Settings:
     instance_name: str = "slack-relay"
     retry: RetryPolicy = RetryPolicy()
     breaker: BreakerPolicy = BreakerPolicy()
+    fair_use: FairUsePolicy = FairUsePolicy()
+    bind_policy: str = "admins"
+    admin_users: frozenset[str] = frozenset()
+    max_content_bytes: int = 40 * 1024
+    max_answer_chars: int = 100_000
     shutdown_grace_s: float = 30.0
     event_ttl_s: float = 900.0
     log_level: str = "INFO"
@@ -75,6 +82,19 @@ class Settings:
             failures=reader.integer("RELAY_BREAKER_FAILURES", 5, minimum=1, maximum=1000),
             open_s=reader.number("RELAY_BREAKER_OPEN_S", 30.0, minimum=0.001),
         )
+        fair_use = FairUsePolicy(
+            user_in_flight=reader.integer("RELAY_USER_IN_FLIGHT", 3, minimum=0, maximum=10_000),
+            user_per_minute=reader.integer("RELAY_USER_PER_MINUTE", 20, minimum=0, maximum=100_000),
+            channel_in_flight=reader.integer("RELAY_CHANNEL_IN_FLIGHT", 10, minimum=0, maximum=10_000),
+            channel_per_minute=reader.integer(
+                "RELAY_CHANNEL_PER_MINUTE", 60, minimum=0, maximum=100_000
+            ),
+            endpoint_concurrency=reader.integer(
+                "RELAY_ENDPOINT_CONCURRENCY", 8, minimum=1, maximum=10_000
+            ),
+            endpoint_queue=reader.integer("RELAY_ENDPOINT_QUEUE", 100, minimum=0, maximum=100_000),
+            thread_budget=reader.integer("RELAY_THREAD_BUDGET", 50, minimum=0, maximum=100_000),
+        )
         return cls(
             data_dir=reader.path("RELAY_DATA_DIR", default_data_dir()),
             slack_bot_token=bot_token,
@@ -86,6 +106,15 @@ class Settings:
             instance_name=reader.instance_name("RELAY_INSTANCE_NAME", "slack-relay"),
             retry=retry,
             breaker=breaker,
+            fair_use=fair_use,
+            bind_policy=reader.choice("RELAY_BIND_POLICY", BIND_POLICIES),
+            admin_users=reader.user_ids("RELAY_ADMIN_USERS"),
+            max_content_bytes=reader.integer(
+                "RELAY_MAX_CONTENT_BYTES", 40 * 1024, minimum=1, maximum=10 * 1024 * 1024
+            ),
+            max_answer_chars=reader.integer(
+                "RELAY_MAX_ANSWER_CHARS", 100_000, minimum=1_000, maximum=2_000_000
+            ),
             shutdown_grace_s=reader.number("RELAY_SHUTDOWN_GRACE_S", 30.0, minimum=0.0),
             event_ttl_s=reader.number("RELAY_EVENT_TTL_S", 900.0, minimum=600.0),
             log_level=reader.log_level("RELAY_LOG_LEVEL", "INFO"),
@@ -152,6 +181,23 @@ class _Reader:
                 name, f"{raw!r} is invalid; use 1-64 letters, digits, '-', '_' or '.'"
             )
         return raw
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        raw = self.text(name).lower()
+        if not raw:
+            return allowed[0]
+        if raw not in allowed:
+            raise ConfigError(name, f"{raw!r} is not one of {', '.join(allowed)}")
+        return raw
+
+    def user_ids(self, name: str) -> frozenset[str]:
+        ids = [part.strip() for part in self.text(name).split(",") if part.strip()]
+        for user_id in ids:
+            if not _USER_ID.match(user_id):
+                raise ConfigError(
+                    name, f"{user_id!r} is not a Slack user id; list ids like U0123ABCD, comma-separated"
+                )
+        return frozenset(ids)
 
     def log_level(self, name: str, default: str) -> str:
         raw = self.text(name).upper()

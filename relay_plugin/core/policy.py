@@ -39,3 +39,19 @@ class BreakerPolicy:
 
     failures: int = 5
     open_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class FairUsePolicy:
+    """Limits that keep one user, channel, thread or endpoint from taking every relay slot.
+
+    A value of 0 turns that limit off.
+    """
+
+    user_in_flight: int = 3
+    user_per_minute: int = 20
+    channel_in_flight: int = 10
+    channel_per_minute: int = 60
+    endpoint_concurrency: int = 8
+    endpoint_queue: int = 100
+    thread_budget: int = 50
