@@ -18,7 +18,8 @@ Every error keeps its facts as attributes. ``str(error)`` is the full text for l
         ├── RemoteUnreachableError   connection refused, DNS failure, reset
         ├── RemoteHTTPError          the remote answered a non-2xx status
         ├── BadAnswerError           a 2xx answer that is not a RelayResponse
-        └── RemoteTaskError          the remote answered, and reports the task failed
+        ├── RemoteTaskError          the remote answered, and reports the task failed
+        └── EndpointBusyError        too many relays to one endpoint are running and waiting
 """
 
 from __future__ import annotations
@@ -157,3 +158,7 @@ class BadAnswerError(RelayError):
 
 class RemoteTaskError(RelayError):
     """The remote answered with a RelayResponse whose status is ``failed``."""
+
+
+class EndpointBusyError(RelayError):
+    """Too many relays to one endpoint are running and waiting; nothing was sent."""

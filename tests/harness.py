@@ -157,10 +157,15 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(
-    data_dir: Path, *, agent_mode: str = "echo", agent_token: str = "", **env: str
+    data_dir: Path,
+    *,
+    agent_mode: str = "echo",
+    agent_token: str = "",
+    channels: dict[str, dict] | None = None,
+    **env: str,
 ) -> AsyncIterator[Stack]:
     """Start simulator, agent and app; stop all three on exit."""
-    sim = SlackSimulator(bot_token=BOT_TOKEN)
+    sim = SlackSimulator(bot_token=BOT_TOKEN, channels=channels)
     await sim.start()
     runner: web.AppRunner | None = None
     app = AppProcess(app_env(sim, data_dir, **env))

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 from relay_plugin.core.breakers import BreakerRegistry, BreakerSnapshot
 from relay_plugin.core.endpoints import endpoint_key
+from relay_plugin.core.limits import EndpointGate
 from relay_plugin.core.protocol import RelayMessage, RelayResponse
 from relay_plugin.core.sender import RelaySender
 from relay_plugin.core.store import BindingStore, BotBinding
@@ -63,10 +64,12 @@ class RelayManager:
         breakers: BreakerRegistry,
         *,
         instance_name: str,
+        gate: EndpointGate | None = None,
     ) -> None:
         self._store = store
         self._sender = sender
         self._breakers = breakers
+        self._gate = gate or EndpointGate(concurrency=8, queue=100)
         self._instance_name = instance_name
         self._stats: dict[str, EndpointStats] = {}
 
@@ -142,12 +145,15 @@ class RelayManager:
         key = endpoint_key(binding.url)
         started = time.monotonic()
         try:
-            result = await self._breakers.call(
-                binding.url,
-                lambda: self._sender.send(
-                    message, binding.url, token=binding.token, dedupe=binding.dedupe
-                ),
-            )
+            # A relay waits for an endpoint slot first, so the breaker is checked when its turn
+            # comes, and a refusal for a full queue is not counted as an endpoint failure.
+            async with self._gate.slot(key):
+                result = await self._breakers.call(
+                    binding.url,
+                    lambda: self._sender.send(
+                        message, binding.url, token=binding.token, dedupe=binding.dedupe
+                    ),
+                )
         except RelayError as exc:
             self._record(key, error=exc.user_message)
             log.info(

@@ -10,18 +10,24 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from relay_plugin.config import Settings
 from relay_plugin.core.breakers import BreakerRegistry
+from relay_plugin.core.limits import EndpointGate, FairUse
 from relay_plugin.core.manager import RelayManager
 from relay_plugin.core.sender import RelaySender, new_client_session
 from relay_plugin.core.store import BindingStore
 from relay_plugin.core.tasks import TaskTracker
 from relay_plugin.slack.commands import RelayCommand
-from relay_plugin.slack.mentions import MentionRelay
+from relay_plugin.slack.mentions import MentionLimits, MentionRelay
 from relay_plugin.slack.names import NameCache
+from relay_plugin.slack.permissions import BindPermission
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,9 @@ async def _relay_core(app: web.Application) -> AsyncIterator[None]:
         sender,
         BreakerRegistry(settings.breaker),
         instance_name=settings.instance_name,
+        gate=EndpointGate(
+            settings.fair_use.endpoint_concurrency, settings.fair_use.endpoint_queue
+        ),
     )
     yield
     await session.close()
@@ -76,20 +85,30 @@ async def _bolt(app: web.Application) -> AsyncIterator[None]:
         token=settings.slack_bot_token,
         base_url=settings.slack_api_url,
         session=session,
-        retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+        ],
     )
     bolt = AsyncApp(
         client=client,
         signing_secret=settings.slack_signing_secret,
         process_before_response=False,
     )
-    command = RelayCommand(app[MANAGER], app[TRACKER])
+    permission = BindPermission(settings.bind_policy, settings.admin_users)
+    command = RelayCommand(app[MANAGER], app[TRACKER], permission)
     mentions = MentionRelay(
         app[MANAGER],
         app[TRACKER],
         app[STORE].claim_event,
         NameCache(),
-        event_ttl_s=settings.event_ttl_s,
+        FairUse(settings.fair_use),
+        MentionLimits(
+            event_ttl_s=settings.event_ttl_s,
+            max_content_bytes=settings.max_content_bytes,
+            max_answer_chars=settings.max_answer_chars,
+        ),
     )
     bolt.command("/relay")(command.handle)
     bolt.event("app_mention")(mentions.handle)

@@ -7,11 +7,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
 from relay_plugin.core.endpoints import endpoint_key, validate_bot_name, validate_url
 from relay_plugin.core.manager import EndpointStatus, RelayManager
 from relay_plugin.core.store import BotBinding
 from relay_plugin.core.tasks import TaskTracker
 from relay_plugin.errors import InvalidBindingError, RelayPluginError
+from relay_plugin.slack.permissions import BindPermission
 from relay_plugin.slack.rendering import failure_line
 from relay_plugin.slack.text import escape_text, unwrap_link
 
@@ -22,8 +26,9 @@ TEST_PING = "ping"
 
 USAGE = """\
 *Usage of /relay*
-• `/relay bind <bot> <url> [dedupe=yes]` binds a bot in this channel to the bot instance at `<url>`. \
-`dedupe=yes` says the instance drops repeated `Idempotency-Key`s, so answers lost in transit may be retried.
+• `/relay bind <bot> <url> [dedupe=yes] [token=<secret>]` binds a bot in this channel to the bot instance at `<url>`. \
+`dedupe=yes` says the instance drops repeated `Idempotency-Key`s, so answers lost in transit may be retried. \
+`token=<secret>` is sent as the bearer token to this bot instead of the app's default; it is never shown again.
 • `/relay unbind <bot>` removes that bot from this channel.
 • `/relay list` shows the bots bound in this channel.
 • `/relay status` shows each bot's endpoint health: breaker state, last success and failure, latency.
@@ -78,24 +83,37 @@ def _parse_options(words: list[str]) -> dict[str, str]:
     for word in words:
         key, sep, value = word.partition("=")
         key = key.lower()
-        if not sep or key != "dedupe":
+        # Values are never echoed: a mistyped option name may still carry a secret.
+        if not sep or key not in ("dedupe", "token"):
             raise InvalidBindingError(
-                "option", word, "the only bind option is dedupe=yes or dedupe=no"
+                "option", key, "bind options are dedupe=yes, dedupe=no and token=<secret>"
             )
-        if value.lower() not in ("yes", "no", "true", "false"):
+        if key in options:
+            raise InvalidBindingError("option", key, "give each option once")
+        if key == "token":
+            if not value:
+                raise InvalidBindingError("option", key, "write token=<secret> with no spaces")
+            options[key] = value
+        elif value.lower() in ("yes", "no", "true", "false"):
+            options[key] = "yes" if value.lower() in ("yes", "true") else "no"
+        else:
             raise InvalidBindingError("option", word, "write dedupe=yes or dedupe=no")
-        options[key] = "yes" if value.lower() in ("yes", "true") else "no"
     return options
 
 
 class RelayCommand:
     """Handle ``/relay``. Every reply is ephemeral; only ``test`` waits on a remote, after the ack."""
 
-    def __init__(self, manager: RelayManager, tracker: TaskTracker) -> None:
+    def __init__(
+        self, manager: RelayManager, tracker: TaskTracker, permission: BindPermission
+    ) -> None:
         self._manager = manager
         self._tracker = tracker
+        self._permission = permission
 
-    async def handle(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
+    async def handle(
+        self, ack: Any, command: dict[str, Any], respond: Any, client: AsyncWebClient
+    ) -> None:
         """Bolt listener for ``/relay``."""
         team = command.get("team_id", "")
         channel = command.get("channel_id", "")
@@ -107,7 +125,16 @@ class RelayCommand:
                 self._tracker.spawn(self._test(binding, respond), name=f"test-{binding.bot}")
                 await ack(response_type="ephemeral", text=f"Testing *{binding.bot}*…")
                 return
+            if parsed.action in ("bind", "unbind"):
+                refusal = await self._permission.refusal(client, team, user)
+                if refusal is not None:
+                    log.info("refused /relay %s team=%s channel=%s user=%s",
+                             parsed.action, team, channel, user)  # fmt: skip
+                    await ack(response_type="ephemeral", text=f":lock: {refusal}")
+                    return
             reply = await self._run(parsed, team, channel, user)
+            if parsed.action == "bind":
+                reply += await _membership_hint(client, channel)
         except RelayPluginError as exc:
             reply = f":warning: {exc.user_message}\n{_short_usage(exc)}".rstrip()
         except Exception:  # a listener must ack, or Slack shows the user a timeout
@@ -127,7 +154,6 @@ class RelayCommand:
                 return f"Unbound *{parsed.bot}* from this channel."
             bound = _names(self._manager.list_bindings(team, channel))
             return f"No bot named *{parsed.bot}* is bound in this channel (bound here: {bound})."
-        # NOTE: any channel member may bind; restricting bind and unbind to admins is not built yet.
         stored = await self._manager.add_binding(
             BotBinding(
                 team_id=team,
@@ -135,10 +161,14 @@ class RelayCommand:
                 bot=parsed.bot,
                 url=parsed.url,
                 dedupe=parsed.options.get("dedupe") == "yes",
+                token=parsed.options.get("token", ""),
                 created_by=user,
             )
         )
-        dedupe = " (deduplicates, so ambiguous failures are retried)" if stored.dedupe else ""
+        notes = [text for text, on in (("with its own token", bool(stored.token)),
+                                       ("deduplicates, so ambiguous failures are retried",
+                                        stored.dedupe)) if on]  # fmt: skip
+        dedupe = f" ({'; '.join(notes)})" if notes else ""
         return (
             f"Bound *{stored.bot}* in this channel to {stored.url}{dedupe}.\n"
             f"Relays are posted to {endpoint_key(stored.url)}. "
@@ -227,3 +257,21 @@ def _when(epoch: float | None) -> str:
     stamp = int(epoch)
     fallback = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stamp))
     return f"<!date^{stamp}^{{date_short}} {{time_secs}}|{fallback}>"
+
+
+async def _membership_hint(client: AsyncWebClient, channel: str) -> str:
+    """Return advice to invite the app when it is not a member of ``channel``, else ""."""
+    invite = (
+        "\n:information_source: I am not a member of this channel, so mentions here do not "
+        "reach me yet. Invite me with `/invite @relay`."
+    )
+    try:
+        response: Any = await client.conversations_info(channel=channel)
+    except SlackApiError as exc:
+        error = exc.response.get("error")
+        if error == "channel_not_found":  # a private channel that the app is not in
+            return invite
+        log.info("conversations.info failed channel=%s error=%s", channel, error)
+        return ""
+    is_member = (response.get("channel") or {}).get("is_member", True)
+    return "" if is_member else invite

@@ -10,10 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from relay_plugin.core.limits import FairUse, RelayKeys
 from relay_plugin.core.manager import RelayManager
 from relay_plugin.core.tasks import TaskTracker
 from relay_plugin.errors import RelayPluginError
@@ -22,8 +21,10 @@ from relay_plugin.slack.rendering import (
     answer_payloads,
     failure_payload,
     interrupted_line,
+    refusal_line,
     working_payload,
 )
+from relay_plugin.slack.poster import ThreadPoster
 from relay_plugin.slack.text import (
     decode_slack_text,
     strip_user_mention,
@@ -35,9 +36,7 @@ log = logging.getLogger(__name__)
 # Namespace of task ids: uuid5 of the Slack message and the bot, so a replayed event yields the
 # same task id and a remote that deduplicates by Idempotency-Key never runs it twice.
 TASK_ID_NAMESPACE = uuid.UUID("6f1c2a52-3e0b-5d6c-9a4e-2b7f0c9d8e11")
-MENTION_TEXT_MAX = 40_000
 INTERRUPTED_POST_TIMEOUT_S = 5.0
-_POST_OPTIONS = {"unfurl_links": False, "unfurl_media": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +102,15 @@ def is_from_bot_or_edit(event: dict[str, Any], own_user_id: str) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class MentionLimits:
+    """Sizes and times that bound one mention's relay."""
+
+    event_ttl_s: float
+    max_content_bytes: int
+    max_answer_chars: int
+
+
 class MentionRelay:
     """Relay ``app_mention`` events to bound bots and post the answers in the thread."""
 
@@ -112,14 +120,16 @@ class MentionRelay:
         tracker: TaskTracker,
         claim_event: Callable[[str, float], bool],
         names: NameCache,
-        *,
-        event_ttl_s: float,
+        fair_use: FairUse,
+        limits: MentionLimits,
     ) -> None:
         self._manager = manager
         self._tracker = tracker
         self._claim_event = claim_event
         self._names = names
-        self._event_ttl_s = event_ttl_s
+        self._fair_use = fair_use
+        self._limits = limits
+        self._poster = ThreadPoster()
 
     async def handle(
         self,
@@ -136,6 +146,7 @@ class MentionRelay:
         if is_from_bot_or_edit(event, own_user):
             log.debug("ignored a mention from a bot or an edit channel=%s ts=%s", channel, ts)
             return
+
         retry = (request.headers.get("x-slack-retry-num") or ["0"])[0]
         if not await self._claim(body.get("event_id", ""), team, channel, ts):
             log.info("ignored a repeated event event_id=%s channel=%s ts=%s retry=%s",
@@ -152,7 +163,8 @@ class MentionRelay:
         keys = [f"msg:{team}:{channel}:{ts}"]
         if event_id:
             keys.insert(0, f"event:{event_id}")
-        claimed = [await asyncio.to_thread(self._claim_event, key, self._event_ttl_s) for key in keys]
+        ttl_s = self._limits.event_ttl_s
+        claimed = [await asyncio.to_thread(self._claim_event, key, ttl_s) for key in keys]
         return all(claimed)
 
     async def _relay(
@@ -160,108 +172,89 @@ class MentionRelay:
     ) -> None:
         channel, ts, user = event["channel"], event["ts"], event.get("user", "")
         thread_ts = event.get("thread_ts") or ts
-        text = event.get("text", "")
         bound = [b.bot for b in self._manager.list_bindings(team, channel)]
-        route = route_mention(text, own_user, bound)
-
+        route = route_mention(event.get("text", ""), own_user, bound)
         if isinstance(route, str):
-            await self._post(client, channel, thread_ts, {"text": route}, task_id="")
-            return
-        if len(route.text) > MENTION_TEXT_MAX:
-            reply = (f"The message has {len(route.text)} characters; the maximum relayed is "
-                     f"{MENTION_TEXT_MAX}. Shorten it or attach a link instead.")  # fmt: skip
-            await self._post(client, channel, thread_ts, {"text": reply}, task_id="")
+            await self._poster.post(client, channel, thread_ts, {"text": route}, task_id="")
             return
 
-        task_id = task_id_for(team, channel, ts, route.bot)
         content = decode_slack_text(
-            route.text,
-            users=await self._names.users(client, unlabeled_user_ids(route.text)),
+            route.text, users=await self._names.users(client, unlabeled_user_ids(route.text))
         )
+        size = len(content.encode("utf-8"))
+        if size > self._limits.max_content_bytes:
+            reply = (f"Not relayed: the message is {size:,} bytes and the maximum is "
+                     f"{self._limits.max_content_bytes:,} bytes. Shorten it or share a link "
+                     "instead.")  # fmt: skip
+            await self._poster.post(client, channel, thread_ts, {"text": reply}, task_id="")
+            return
+
+        keys = RelayKeys(user=f"{team}:{user}", channel=f"{team}:{channel}",
+                         thread=f"{team}:{channel}:{thread_ts}")  # fmt: skip
+        refusal = self._fair_use.acquire(keys)
+        if refusal is not None:
+            log.info("relay refused limit=%r channel=%s user=%s thread=%s",
+                     refusal.limit, channel, user, thread_ts)  # fmt: skip
+            reply = {"text": refusal_line(route.bot, refusal)}
+            await self._poster.post(client, channel, thread_ts, reply, task_id="")
+            return
+        try:
+            await self._deliver(client, team, channel, ts, thread_ts, user, route.bot, content)
+        finally:
+            self._fair_use.release(keys)
+
+    async def _deliver(
+        self,
+        client: AsyncWebClient,
+        team: str,
+        channel: str,
+        ts: str,
+        thread_ts: str,
+        user: str,
+        bot: str,
+        content: str,
+    ) -> None:
+        """Post the working note, relay, and replace the note with the answer or the failure."""
+        task_id = task_id_for(team, channel, ts, bot)
         metadata = json.dumps(
             {"platform": "slack", "team": team, "channel": channel, "user": user,
              "ts": ts, "thread_ts": thread_ts}  # fmt: skip
         )
-
-        working_ts = await self._post(
-            client, channel, thread_ts, working_payload(route.bot), task_id=task_id
+        working_ts = await self._poster.post(
+            client, channel, thread_ts, working_payload(bot), task_id=task_id
         )
         if working_ts is None:
             return
 
         try:
             outcome = await self._manager.send(
-                team, channel, route.bot, content,
-                session_key=session_key_for(team, channel, thread_ts, route.bot),
+                team, channel, bot, content,
+                session_key=session_key_for(team, channel, thread_ts, bot),
                 metadata=metadata, task_id=task_id,
             )  # fmt: skip
         except RelayPluginError as exc:
-            await self._replace(client, channel, thread_ts, working_ts,
-                                [failure_payload(route.bot, exc, task_id)], task_id)  # fmt: skip
+            payload = failure_payload(bot, exc, task_id)
+            await self._poster.replace(client, channel, thread_ts, working_ts, [payload],
+                                       task_id=task_id)  # fmt: skip
             return
         except asyncio.CancelledError:
             log.warning("relay interrupted by shutdown bot=%s channel=%s task=%s",
-                        route.bot, channel, task_id)  # fmt: skip
-            payload = failure_payload(route.bot, interrupted_line(route.bot), task_id)
+                        bot, channel, task_id)  # fmt: skip
+            payload = failure_payload(bot, interrupted_line(bot), task_id)
             await asyncio.wait_for(
-                self._replace(client, channel, thread_ts, working_ts, [payload], task_id),
+                self._poster.replace(client, channel, thread_ts, working_ts, [payload],
+                                     task_id=task_id),
                 INTERRUPTED_POST_TIMEOUT_S,
-            )
+            )  # fmt: skip
             raise
 
+        answer = outcome.response.content
         payloads = answer_payloads(
-            route.bot,
-            outcome.response.content,
+            bot,
+            answer,
             elapsed_s=outcome.elapsed_s,
             status=outcome.response.status,
+            max_chars=self._limits.max_answer_chars,
         )
-        await self._replace(client, channel, thread_ts, working_ts, payloads, task_id)
-
-    async def _replace(
-        self,
-        client: AsyncWebClient,
-        channel: str,
-        thread_ts: str,
-        working_ts: str,
-        payloads: list[dict[str, Any]],
-        task_id: str,
-    ) -> None:
-        """Replace the working note with the first payload and post the rest as replies."""
-        first, *rest = payloads
-        try:
-            await client.chat_update(channel=channel, ts=working_ts, **first)
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("chat.update failed channel=%s ts=%s task=%s error=%s; posting instead",
-                        channel, working_ts, task_id, _slack_error(exc))  # fmt: skip
-            rest = payloads
-        for payload in rest:
-            await self._post(client, channel, thread_ts, payload, task_id=task_id)
-
-    async def _post(
-        self,
-        client: AsyncWebClient,
-        channel: str,
-        thread_ts: str,
-        payload: dict[str, Any],
-        *,
-        task_id: str,
-    ) -> str | None:
-        """Post into the thread; returns the message ts, or None after logging the failure."""
-        try:
-            response = await client.chat_postMessage(
-                channel=channel, thread_ts=thread_ts, **payload, **_POST_OPTIONS
-            )
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
-            # The payload is logged so an answer that could not be posted is not lost.
-            log.error("chat.postMessage failed channel=%s thread=%s task=%s error=%s text=%r",
-                      channel, thread_ts, task_id, _slack_error(exc),
-                      payload.get("text", ""))  # fmt: skip
-            return None
-        return str(response.get("ts", ""))
-
-
-def _slack_error(exc: Exception) -> str:
-    """Return Slack's error code of a failed Web API call, or the exception text."""
-    if isinstance(exc, SlackApiError):
-        return str(exc.response.get("error"))
-    return f"{type(exc).__name__}: {exc}"
+        await self._poster.replace(client, channel, thread_ts, working_ts, payloads,
+                                   task_id=task_id, answer=answer)  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from relay_plugin.core.limits import Refusal
 from relay_plugin.errors import (
     BadAnswerError,
     CircuitOpenError,
@@ -101,6 +102,17 @@ def _fit(block: str, limit: int) -> list[str]:
     return pieces
 
 
+def refusal_line(bot: str, refusal: Refusal) -> str:
+    """Return the reply to a mention that a fair-use limit stopped."""
+    if refusal.retry_in_s > 0:
+        when = f"Try again in {max(refusal.retry_in_s, 1):.0f} s."
+    elif refusal.limit == "relays per thread":
+        when = "Start a new thread to continue."
+    else:
+        when = "Try again when one of them has finished."
+    return f":traffic_light: Not relayed to *{bot}*: {refusal.detail} (limit: {refusal.limit}). {when}"
+
+
 def interrupted_line(bot: str) -> str:
     """Return the line that replaces the working note when shutdown cancels a relay."""
     return (
@@ -114,9 +126,19 @@ def working_payload(bot: str) -> Payload:
     return {"text": f":hourglass_flowing_sand: Asked *{bot}*, waiting for the answer…"}
 
 
-def answer_payloads(bot: str, content: str, *, elapsed_s: float, status: str) -> list[Payload]:
-    """Return the thread replies that carry an answer, in order."""
+def answer_payloads(
+    bot: str, content: str, *, elapsed_s: float, status: str, max_chars: int = 100_000
+) -> list[Payload]:
+    """Return the thread replies that carry an answer, in order.
+
+    An answer over ``max_chars`` characters is cut there, with a note that says so.
+    """
     text = defuse_mentions(content)
+    if len(text) > max_chars:
+        text = (
+            f"{text[:max_chars]}\n\n_…answer truncated: the first {max_chars:,} of "
+            f"{len(text):,} characters are shown (RELAY_MAX_ANSWER_CHARS)._"
+        )
     if not text.strip():
         text = f"_{bot} accepted the task (status `{status}`) but sent no answer text._"
     chunks = split_markdown(text)
