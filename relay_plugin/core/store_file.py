@@ -28,6 +28,9 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SQLITE_HEADER_BYTES = 100
 _CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 _BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
+_ACCESS_CODES = frozenset(
+    {sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_PERM}
+)
 
 
 def prepare_folder(data_dir: Path) -> None:
@@ -150,5 +153,17 @@ def store_error(path: Path, action: str, exc: sqlite3.Error) -> StoreError:
             str(path),
             f"{action} failed: the database stayed locked for {BUSY_TIMEOUT_S:g} s by another "
             "process; try again",
+        )
+    if code == sqlite3.SQLITE_FULL:
+        return StoreError(
+            str(path),
+            f"{action} failed: the disk is full ({exc}); free space in {path.parent} and try "
+            "again. Nothing was changed.",
+        )
+    if code in _ACCESS_CODES:
+        return StoreError(
+            str(path),
+            f"{action} failed: {path.parent} is not writable ({exc}); check the folder's "
+            "permissions, mount options and free space, then try again. Nothing was changed.",
         )
     return StoreError(str(path), f"{action} failed: {exc}")
