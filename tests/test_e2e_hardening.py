@@ -220,3 +220,18 @@ async def test_revoked_token_logged_once(tmp_path):
         errors = [line for line in stack.app.logs if "rejected the bot token" in line]
     assert len(errors) == 1
     assert "token_revoked" in errors[0]
+
+
+async def test_debug_logs_carry_no_secrets(tmp_path):
+    async with running_stack(
+        tmp_path / "data", agent_token="relay-secret-1", RELAY_TOKEN="relay-secret-1",
+        RELAY_LOG_LEVEL="DEBUG",
+    ) as stack:  # fmt: skip
+        await stack.command(f"bind echo {stack.agent_url}")
+        event = await stack.mention("echo log me")
+        replies = await stack.final_replies("C0001", event["ts"])
+        logs = "\n".join(stack.app.logs)
+    assert replies[0].blocks[0]["text"] == "echo: log me"
+    assert "relay-secret-1" not in logs
+    assert "xoxb-test" not in logs
+    assert "e2e-signing-secret" not in logs

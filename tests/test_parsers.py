@@ -108,3 +108,19 @@ def test_task_id_stable_and_distinct():
 def test_session_key_per_thread_and_bot():
     key = session_key_for("T1", "C1", "1700000100.000200", "echo")
     assert key == "slack:T1:C1:1700000100.000200:echo"
+
+
+_names = st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True)
+_hosts = st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z]{2,6}){1,2}", fullmatch=True)
+
+
+@given(_names, _hosts, st.integers(1, 65535), st.booleans())
+def test_bind_command_round_trip(bot, host, port, wrapped):
+    url = f"https://{host}:{port}/relay"
+    typed = f"<{url}|{host}:{port}/relay>" if wrapped else url
+    assert parse_command(f"bind {bot} {typed}") == ParsedCommand("bind", bot=bot, url=url)
+
+
+@given(_names)
+def test_route_round_trip(bot):
+    assert route_mention(f"<@U0RELAY> {bot} hello", "U0RELAY", [bot, "zz-other"]) == Route(bot, "hello")
