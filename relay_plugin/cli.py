@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the reference agent: POST /relay returns a RelayResponse.",
     )
     agent.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    agent.add_argument("--port", type=int, default=9080, help="port to listen on (default 9080)")
+    agent.add_argument("--port", type=_port, default=9080, help="port to listen on (default 9080)")
     agent.add_argument("--token", default="", help="bearer token that requests must carry (default: none)")
     agent.add_argument(
         "--mode",
@@ -60,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range; use 0 to 65535")
+    return port
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     env = os.environ if env is None else env
@@ -79,7 +89,12 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         except ValueError as exc:
             print(f"relay-plugin agent: {exc}", file=sys.stderr)
             return 2
-        run_agent(args.host, args.port, args.token, args.mode)
+        try:
+            run_agent(args.host, args.port, args.token, args.mode)
+        except OSError as exc:
+            print(f"relay-plugin agent: cannot listen on {args.host}:{args.port}: {exc}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
         return 0
     if args.command == "demo":
         from relay_plugin.tools.demo import run_demo

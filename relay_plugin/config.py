@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
+from relay_plugin.core.guard import HostAllowList
 from relay_plugin.core.policy import BreakerPolicy, FairUsePolicy, RetryPolicy
 from relay_plugin.errors import ConfigError
 
@@ -47,6 +48,7 @@ class Settings:
     shutdown_grace_s: float = 30.0
     event_ttl_s: float = 900.0
     log_level: str = "INFO"
+    allowed_hosts: HostAllowList = HostAllowList()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, require_slack: bool = True) -> Settings:
@@ -118,6 +120,7 @@ class Settings:
             shutdown_grace_s=reader.number("RELAY_SHUTDOWN_GRACE_S", 30.0, minimum=0.0),
             event_ttl_s=reader.number("RELAY_EVENT_TTL_S", 900.0, minimum=600.0),
             log_level=reader.log_level("RELAY_LOG_LEVEL", "INFO"),
+            allowed_hosts=HostAllowList.parse(reader.text("RELAY_ALLOWED_HOSTS")),
         )
 
 

@@ -10,6 +10,7 @@ Every error keeps its facts as attributes. ``str(error)`` is the full text for l
     │   └── StoreVersionError        the file was written by a newer version
     ├── BindingError             a binding request is invalid
     │   ├── InvalidBindingError      bad bot name, URL or option
+    │   │   └── TargetNotAllowedError    the URL's host has no allowed address
     │   └── BotNotBoundError         no such bot in the channel
     ├── ProtocolError            an answer is not a RelayResponse
     └── RelayError               a relay failed
@@ -75,6 +76,33 @@ class InvalidBindingError(BindingError):
         self.problem = problem
 
 
+class TargetNotAllowedError(InvalidBindingError):
+    """A bot URL's host is, or resolves only to, addresses that relays must not connect to.
+
+    ``blocked`` lists (address, reason) pairs, e.g. ``("10.0.0.5", "a private address")``.
+    ``value`` is the URL, or the host alone when the error comes from a lookup at send time.
+    """
+
+    def __init__(self, value: str, host: str, blocked: list[tuple[str, str]]) -> None:
+        if len(blocked) == 1:
+            address, reason = blocked[0]
+            if address == host:
+                summary = f"{host} is {reason}"
+            else:
+                summary = f"{host} resolves to {address}, {reason}"
+        else:
+            listing = ", ".join(f"{address} ({reason})" for address, reason in blocked[:4])
+            more = f" and {len(blocked) - 4} more" if len(blocked) > 4 else ""
+            summary = f"{host} resolves only to disallowed addresses: {listing}{more}"
+        super().__init__(
+            "URL",
+            value,
+            f"{summary}; if this host is meant to be reachable, add it to RELAY_ALLOWED_HOSTS",
+        )
+        self.host = host
+        self.blocked = blocked
+
+
 class BotNotBoundError(BindingError):
     """No bot of that name is bound in the channel."""
 
@@ -84,6 +112,11 @@ class BotNotBoundError(BindingError):
         self.bot = bot
         self.channel = channel
         self.bound = bound
+
+    @property
+    def user_message(self) -> str:
+        listing = ", ".join(f"*{name}*" for name in self.bound) if self.bound else "none"
+        return f"No bot named *{self.bot}* is bound in this channel (bound here: {listing})."
 
 
 class ProtocolError(RelayPluginError):

@@ -113,6 +113,7 @@ def app_env(sim: SlackSimulator, data_dir: Path, **overrides: str) -> dict[str, 
         RELAY_ANSWER_TIMEOUT_S="10",
         RELAY_SHUTDOWN_GRACE_S="10",
         RELAY_LOG_LEVEL="INFO",
+        RELAY_ALLOWED_HOSTS="127.0.0.1,::1",
     )
     env.update(overrides)
     return env

@@ -18,6 +18,7 @@ from aiohttp import ClientSession, web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from relay_plugin import __version__
+from relay_plugin.core.guard import GuardedResolver, HostAllowList, TargetGuard
 from relay_plugin.core.policy import RetryPolicy
 from relay_plugin.core.protocol import RelayMessage
 from relay_plugin.core.sender import (
@@ -444,3 +445,129 @@ async def test_credentials_in_url_rejected(remote: Remote, session: ClientSessio
 def test_negative_retries_rejected() -> None:
     with pytest.raises(ValueError, match="retries"):
         RelaySender(None, RetryPolicy(retries=-1))  # type: ignore[arg-type]
+
+
+class TableResolver(FailingResolver):
+    """Resolves names from a table of loopback addresses, with no network traffic."""
+
+    def __init__(self, table: dict[str, list[str]]) -> None:
+        self.table = table
+        self.lookups: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: int = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.lookups.append(host)
+        if host not in self.table:
+            return await super().resolve(host, port, family)
+        return [
+            ResolveResult(
+                hostname=host, host=address, port=port, family=socket.AF_INET, proto=0, flags=0
+            )
+            for address in self.table[host]
+        ]
+
+
+def loopback_only(connected: list[str]) -> Callable[[Any], socket.socket]:
+    """A socket factory that records each address and refuses any that is not 127.0.0.1."""
+
+    def factory(addr_info: Any) -> socket.socket:
+        family, kind, proto, _, address = addr_info
+        connected.append(address[0])
+        if address[0] != "127.0.0.1":
+            raise OSError(f"this test connects only to 127.0.0.1, not {address[0]}")
+        return socket.socket(family, kind, proto)
+
+    return factory
+
+
+def guarded(allowed: str, table: dict[str, list[str]] | None = None) -> TargetGuard:
+    return TargetGuard(HostAllowList.parse(allowed), resolver=TableResolver(table or {}))
+
+
+def port_of(remote: Remote) -> int:
+    return int(remote.base_url.rstrip("/").rpartition(":")[2])
+
+
+async def test_loopback_literal_blocked(remote: Remote, waits: list[RetryWait]) -> None:
+    guard = guarded("")
+    async with new_client_session(FAST, guard=guard) as client:
+        sender = make_sender(client, waits, guard=guard)
+        with pytest.raises(RemoteUnreachableError) as caught:
+            await sender.send(MESSAGE, remote.base_url)
+    assert "blocked: 127.0.0.1 is a loopback address" in str(caught.value)
+    assert "RELAY_ALLOWED_HOSTS" in str(caught.value)
+    assert caught.value.attempts == 0
+    assert waits == []
+    assert remote.arrivals == []
+
+
+async def test_loopback_literal_allowed(remote: Remote) -> None:
+    guard = guarded("127.0.0.1")
+    async with new_client_session(FAST, guard=guard) as client:
+        result = await RelaySender(client, FAST, guard=guard).send(MESSAGE, remote.base_url)
+    assert result.attempts == 1
+    assert len(remote.arrivals) == 1
+
+
+async def test_allowed_name_pinned(remote: Remote) -> None:
+    port = port_of(remote)
+    resolver = TableResolver({"agent.test": ["127.0.0.1"]})
+    guard = TargetGuard(HostAllowList.parse("agent.test"), resolver=resolver)
+    async with new_client_session(FAST, guard=guard) as client:
+        sender = RelaySender(client, FAST, guard=guard)
+        await sender.send(MESSAGE, f"http://agent.test:{port}/relay")
+        await sender.send(MESSAGE, f"http://agent.test:{port}/relay")
+    assert [arrival.headers["Host"] for arrival in remote.arrivals] == [f"agent.test:{port}"] * 2
+    assert resolver.lookups == ["agent.test", "agent.test"]
+
+
+async def test_loopback_name_blocked(remote: Remote, waits: list[RetryWait]) -> None:
+    port = port_of(remote)
+    guard = guarded("", {"agent.test": ["127.0.0.1"]})
+    async with new_client_session(FAST, guard=guard) as client:
+        sender = make_sender(client, waits, guard=guard)
+        with pytest.raises(RemoteUnreachableError) as caught:
+            await sender.send(MESSAGE, f"http://agent.test:{port}/relay", dedupe=True)
+    assert "agent.test resolves to 127.0.0.1, a loopback address" in str(caught.value)
+    assert caught.value.attempts == 1
+    assert waits == []
+    assert remote.arrivals == []
+
+
+async def test_mixed_answer_connects_allowed(remote: Remote) -> None:
+    port = port_of(remote)
+    guard = guarded("127.0.0.1", {"agent.test": ["10.0.0.5", "127.0.0.1", "10.0.0.6"]})
+    connected: list[str] = []
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(guard),
+        use_dns_cache=False,
+        socket_factory=loopback_only(connected),
+    )
+    async with aiohttp.ClientSession(connector=connector) as client:
+        result = await RelaySender(client, FAST, guard=guard).send(
+            MESSAGE, f"http://agent.test:{port}/"
+        )
+    assert result.attempts == 1
+    assert connected == ["127.0.0.1"]
+    assert len(remote.arrivals) == 1
+
+
+async def test_guarded_scheme_rejected(remote: Remote) -> None:
+    guard = guarded("127.0.0.1")
+    async with new_client_session(FAST, guard=guard) as client:
+        with pytest.raises(RemoteUnreachableError, match="http or https"):
+            await RelaySender(client, FAST, guard=guard).send(
+                MESSAGE, remote.base_url.replace("http://", "ftp://")
+            )
+    assert remote.arrivals == []
+
+
+async def test_guarded_redirect_not_followed(remote: Remote) -> None:
+    remote.replies = [reply(307, b"", Location=remote.base_url + "elsewhere")]
+    guard = guarded("127.0.0.1")
+    async with new_client_session(FAST, guard=guard) as client:
+        with pytest.raises(RemoteHTTPError) as caught:
+            await RelaySender(client, FAST, guard=guard).send(MESSAGE, remote.base_url)
+    assert caught.value.status == 307
+    assert [arrival.path for arrival in remote.arrivals] == ["/relay"]

@@ -49,9 +49,12 @@ def validate_url(url: str) -> str:
     if not parts.hostname:
         raise InvalidBindingError("URL", url, "it has no host name")
     if parts.username is not None or parts.password is not None:
-        shown = url.replace(parts.netloc, parts.netloc.rpartition("@")[2], 1)
+        shown = url.replace(parts.netloc, "***@" + parts.netloc.rpartition("@")[2], 1)
         raise InvalidBindingError(
-            "URL", shown, "remove the user name and password; a bearer token goes in RELAY_TOKEN"
+            "URL",
+            shown,
+            "remove the user name and password; give a bearer token with the bind's token "
+            "option or RELAY_TOKEN instead",
         )
     if port == 0:
         raise InvalidBindingError("URL", url, "port 0 is not a valid port")

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 from relay_plugin.core.breakers import BreakerRegistry, BreakerSnapshot
 from relay_plugin.core.endpoints import endpoint_key
+from relay_plugin.core.guard import TargetGuard
 from relay_plugin.core.limits import EndpointGate
 from relay_plugin.core.protocol import RelayMessage, RelayResponse
 from relay_plugin.core.sender import RelaySender
@@ -65,12 +66,14 @@ class RelayManager:
         *,
         instance_name: str,
         gate: EndpointGate | None = None,
+        guard: TargetGuard | None = None,
     ) -> None:
         self._store = store
         self._sender = sender
         self._breakers = breakers
         self._gate = gate or EndpointGate(concurrency=8, queue=100)
         self._instance_name = instance_name
+        self._guard = guard
         self._stats: dict[str, EndpointStats] = {}
 
     @property
@@ -79,7 +82,13 @@ class RelayManager:
         return self._instance_name
 
     async def add_binding(self, binding: BotBinding) -> BotBinding:
-        """Store a binding (replacing one of the same bot in that channel) and return it."""
+        """Store a binding (replacing one of the same bot in that channel) and return it.
+
+        With a guard, the URL's host must resolve to an allowed address first, or
+        InvalidBindingError (TargetNotAllowedError for a disallowed address) is raised.
+        """
+        if self._guard is not None:
+            await self._guard.resolve_url(binding.url)
         stored = await asyncio.to_thread(self._store.put, binding)
         log.info(
             "bound bot=%s team=%s channel=%s endpoint=%s by=%s",
@@ -170,7 +179,7 @@ class RelayManager:
         )  # fmt: skip
         if result.response.failed:
             raise RemoteTaskError(
-                f"{bot} reports the task failed: {result.response.error or 'no reason given'}",
+                f"the task failed: {result.response.error or 'no reason given'}",
                 url=key,
                 attempts=result.attempts,
             )

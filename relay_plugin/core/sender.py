@@ -4,7 +4,8 @@ A retry is safe when the request cannot have run the task (connection refused, D
 connect timeout, 429, 502, 503, 504). Otherwise the request reached the remote and the task may
 have run, and HotPlex receivers do not drop repeats, so such failures (answer timeout, a
 disconnect after sending, 500 and other 5xx) are retried only when the caller sets ``dedupe``.
-Other 4xx, 3xx and 2xx answers that are not a RelayResponse are never retried.
+Other 4xx, 3xx and 2xx answers that are not a RelayResponse are never retried, and neither is a
+target that the TargetGuard blocks.
 """
 
 from __future__ import annotations
@@ -28,15 +29,18 @@ import backoff
 
 from relay_plugin import __version__
 from relay_plugin.core import endpoints
+from relay_plugin.core.guard import GuardedResolver, TargetGuard
 from relay_plugin.core.policy import RetryPolicy
 from relay_plugin.core.protocol import RelayMessage, RelayResponse, excerpt
 from relay_plugin.errors import (
     BadAnswerError,
+    InvalidBindingError,
     ProtocolError,
     RelayError,
     RemoteHTTPError,
     RemoteTimeoutError,
     RemoteUnreachableError,
+    TargetNotAllowedError,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,11 +53,23 @@ _RETRY_AFTER_STATUSES = frozenset({429, 503})
 _SAFE_STATUSES = frozenset({429, 502, 503, 504})
 
 
-def new_client_session(policy: RetryPolicy) -> aiohttp.ClientSession:
-    """Create the HTTP session for relays. Call it in a running event loop and close it at exit."""
+def new_client_session(
+    policy: RetryPolicy, *, guard: TargetGuard | None = None
+) -> aiohttp.ClientSession:
+    """Create the HTTP session for relays. Call it in a running event loop and close it at exit.
+
+    With ``guard``, host names resolve through a GuardedResolver with the DNS cache off, so each
+    connection goes to an address checked for it. Give the RelaySender the same guard, because
+    it checks IP-literal hosts, which aiohttp does not resolve.
+    """
     # force_close: a fresh connection per request. A reused keep-alive connection that the
     # remote has just closed fails as a disconnect after sending, which is not safe to retry.
-    connector = aiohttp.TCPConnector(force_close=True)
+    if guard is None:
+        connector = aiohttp.TCPConnector(force_close=True)
+    else:
+        connector = aiohttp.TCPConnector(
+            force_close=True, resolver=GuardedResolver(guard), use_dns_cache=False
+        )
     return aiohttp.ClientSession(
         connector=connector,
         timeout=_client_timeout(policy),
@@ -113,6 +129,8 @@ class RelaySender:
 
     ``max_answer_bytes`` bounds a 2xx body, and a longer one raises BadAnswerError. ``on_wait`` is
     called with a RetryWait before each wait between attempts, and its exceptions propagate.
+    ``guard`` checks IP-literal hosts before sending, and the session's resolver checks host
+    names (see new_client_session). A blocked target raises RemoteUnreachableError at once.
     """
 
     def __init__(
@@ -124,6 +142,7 @@ class RelaySender:
         user_agent: str = f"relay-plugin/{__version__}",
         max_answer_bytes: int = MAX_ANSWER_BYTES,
         on_wait: Callable[[RetryWait], object] | None = None,
+        guard: TargetGuard | None = None,
     ) -> None:
         if policy.retries < 0:
             raise ValueError(f"policy.retries is {policy.retries}; it must be 0 or more")
@@ -135,6 +154,7 @@ class RelaySender:
         self._user_agent = user_agent
         self._max_answer_bytes = max_answer_bytes
         self._on_wait = on_wait
+        self._guard = guard
         self._rng = random.Random()
         self._timeout = _client_timeout(policy)
         # Connecting is bounded by connect_timeout_s, so this deadline only ends an answer
@@ -159,6 +179,12 @@ class RelaySender:
                 "set a bearer token instead",
                 url=shown,
             )
+        if self._guard is not None:
+            try:
+                self._guard.check_url(target)
+            except InvalidBindingError as exc:
+                # A scheme other than http(s), or an IP-literal host that is not allowed.
+                raise RemoteUnreachableError(f"blocked: {exc.problem}", url=target) from None
         body = json.dumps(message.to_dict(), separators=(",", ":")).encode("utf-8")
         headers = self._headers(message, token or self._default_token)
         started = time.monotonic()
@@ -205,6 +231,11 @@ class RelaySender:
                     url, data=body, headers=headers, allow_redirects=False, timeout=self._timeout
                 ) as response:
                     return await self._read_answer(url, response)
+        except TargetNotAllowedError as exc:
+            # GuardedResolver found no allowed address, so nothing was sent. A retry cannot help.
+            # NOTE: the circuit breaker counts this as an endpoint failure, like any RelayError.
+            message = f"blocked: {exc.problem}"
+            raise _failure(RemoteUnreachableError, message, url, exc, _Retry.NEVER) from None
         except aiohttp.ConnectionTimeoutError as exc:
             message = f"connecting timed out after {self._policy.connect_timeout_s:g} s"
             raise _failure(RemoteTimeoutError, message, url, exc, _Retry.SAFE) from None

@@ -19,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from relay_plugin.config import Settings
 from relay_plugin.core.breakers import BreakerRegistry
+from relay_plugin.core.guard import TargetGuard
 from relay_plugin.core.limits import EndpointGate, FairUse
 from relay_plugin.core.manager import RelayManager
 from relay_plugin.core.sender import RelaySender, new_client_session
@@ -63,8 +64,11 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
 
 async def _relay_core(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    session = new_client_session(settings.retry)
-    sender = RelaySender(session, settings.retry, default_token=settings.relay_token)
+    guard = TargetGuard(settings.allowed_hosts)
+    session = new_client_session(settings.retry, guard=guard)
+    sender = RelaySender(
+        session, settings.retry, default_token=settings.relay_token, guard=guard
+    )
     app[MANAGER] = RelayManager(
         app[STORE],
         sender,
@@ -73,9 +77,11 @@ async def _relay_core(app: web.Application) -> AsyncIterator[None]:
         gate=EndpointGate(
             settings.fair_use.endpoint_concurrency, settings.fair_use.endpoint_queue
         ),
+        guard=guard,
     )
     yield
     await session.close()
+    await guard.close()
 
 
 async def _bolt(app: web.Application) -> AsyncIterator[None]:

@@ -180,11 +180,17 @@ def failure_line(bot: str, error: RelayPluginError) -> str:
     if isinstance(error, RemoteUnreachableError):
         return f":electric_plug: *{bot}* could not be reached: {reason}"
     if isinstance(error, RemoteHTTPError):
-        return f":warning: *{bot}* answered with an error: {reason}"
+        line = f":warning: *{bot}* answered with an error: {reason}"
+        if error.excerpt:
+            line += f". It said: `{escape_text(error.excerpt[:150])}`"
+        if error.status in (401, 403):
+            line += (". Check the bot's token: the app's RELAY_TOKEN, or a per-bot token set "
+                     "with `/relay bind <bot> <url> token=<secret>`.")  # fmt: skip
+        return line
     if isinstance(error, BadAnswerError):
         return f":warning: *{bot}* sent an answer that is not a relay response: {reason}"
     if isinstance(error, RemoteTaskError):
-        return f":x: {reason}"
+        return f":x: *{bot}* reports that {reason}"
     return f":warning: Relay to *{bot}* failed: {reason}"
 
 

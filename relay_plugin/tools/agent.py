@@ -191,7 +191,13 @@ async def start_agent(
 
 
 def run_agent(host: str, port: int, token: str, mode: str) -> None:
-    """Serve an agent until interrupted (the ``relay-plugin agent`` command)."""
+    """Serve an agent until interrupted (the ``relay-plugin agent`` command).
+
+    Raises OSError when the address cannot be bound.
+    """
     app = create_agent_app(token=token, mode=mode)
-    logger.info("relay agent listening on http://%s:%d/relay, mode %s", host, port, mode)
-    web.run_app(app, host=host, port=port, print=None)
+
+    def started(_: str) -> None:
+        logger.info("relay agent listening on http://%s:%d/relay, mode %s", host, port, mode)
+
+    web.run_app(app, host=host, port=port, print=started)

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from relay_plugin.config import Settings
 from relay_plugin.slack.app import SLACK_EVENTS_PATH, create_web_app
+from relay_plugin.slack.text import decode_slack_text, escape_text
 from relay_plugin.tools.agent import start_agent
 from relay_plugin.tools.simulator import SlackSimulator, render_thread
 from relay_plugin.tools.slack_client import SignedSlackClient, mention_text
@@ -27,7 +28,7 @@ BOT_TOKEN = "xoxb-demo"
 ANSWER_TIMEOUT_S = 15.0
 PROMPT_HELP = (
     "Type '/relay <args>' to run the slash command, '@relay <bot> <text>' to mention the app, "
-    "or 'quit'."
+    "or 'quit' (or an empty line) to stop."
 )
 
 
@@ -61,6 +62,8 @@ async def _start_app(sim: SlackSimulator, data_dir: Path) -> tuple[web.AppRunner
             "RELAY_DATA_DIR": str(data_dir),
             "RELAY_INSTANCE_NAME": "demo-relay",
             "RELAY_SHUTDOWN_GRACE_S": "5",
+            # The reference agent listens on loopback, which relays may reach only when listed.
+            "RELAY_ALLOWED_HOSTS": "127.0.0.1,::1",
         }
     )
     runner = web.AppRunner(create_web_app(settings), access_log=None)
@@ -76,8 +79,9 @@ async def _command(sim: SlackSimulator, slack: SignedSlackClient, text: str, out
     if result.status != 200:
         print(f"  (the app answered HTTP {result.status}: {result.text})\n", file=out)
         return False
-    _print_indented(result.json().get("text", ""), out)
-    if text.split()[:1] == ["test"]:
+    ack = result.json().get("text", "")
+    _print_indented(ack, out)
+    if ack.startswith("Testing "):
         await sim.wait_for(lambda: len(sim.responses) > before, ANSWER_TIMEOUT_S)
         _print_indented(sim.responses[-1].get("text", ""), out)
     print(file=out)
@@ -85,7 +89,9 @@ async def _command(sim: SlackSimulator, slack: SignedSlackClient, text: str, out
 
 
 async def _mention(sim: SlackSimulator, slack: SignedSlackClient, rest: str, out: TextIO) -> bool:
-    status, envelope = await slack.mention(mention_text(sim.bot_user_id, rest), channel=CHANNEL, user=USER)
+    # Slack escapes what a person types, so a typed "<b>" reaches the app as "&lt;b&gt;".
+    typed = escape_text(rest)
+    status, envelope = await slack.mention(mention_text(sim.bot_user_id, typed), channel=CHANNEL, user=USER)
     if status != 200:
         print(f"(the app answered HTTP {status} to the mention)", file=out)
         return False
@@ -123,5 +129,5 @@ async def _prompt(sim: SlackSimulator, slack: SignedSlackClient, out: TextIO) ->
 
 def _print_indented(text: str, out: TextIO) -> None:
     print("relay (app): (only visible to you)", file=out)
-    for line in text.splitlines():
+    for line in decode_slack_text(text).splitlines():
         print(f"  {line}", file=out)
