@@ -122,6 +122,9 @@ def serve(env: Mapping[str, str]) -> int:
         return 2
     try:
         asyncio.run(_serve(settings))
+    except ConfigError as exc:
+        print(f"relay-plugin serve: configuration error: {exc}", file=sys.stderr)
+        return 2
     except StoreError as exc:
         print(f"relay-plugin serve: {exc}", file=sys.stderr)
         return 1

@@ -20,7 +20,8 @@ Every error keeps its facts as attributes. ``str(error)`` is the full text for l
         ├── RemoteHTTPError          the remote answered a non-2xx status
         ├── BadAnswerError           a 2xx answer that is not a RelayResponse
         ├── RemoteTaskError          the remote answered, and reports the task failed
-        └── EndpointBusyError        too many relays to one endpoint are running and waiting
+        ├── EndpointBusyError        too many relays to one endpoint are running and waiting
+        └── TargetBlockedError       the host resolves only to addresses that are not allowed
 """
 
 from __future__ import annotations
@@ -195,3 +196,10 @@ class RemoteTaskError(RelayError):
 
 class EndpointBusyError(RelayError):
     """Too many relays to one endpoint are running and waiting; nothing was sent."""
+
+
+class TargetBlockedError(RelayError):
+    """The endpoint's host resolves only to addresses the guard does not allow; nothing was sent.
+
+    This is a configuration problem, not an endpoint failure, so circuit breakers ignore it.
+    """

@@ -361,3 +361,14 @@ def test_cli_usage_error(tmp_path: Path) -> None:
     result = _cli(tmp_path, "add", "--team", "T1")
     assert result.returncode == 2
     assert "required" in result.stderr
+
+
+def test_import_without_version_or_bindings_explains(tmp_path):
+    from relay_plugin.core.hotplex_io import BindingsFileError, import_bindings
+    from relay_plugin.core.store import BindingStore
+
+    with BindingStore(tmp_path / "data") as store:
+        with pytest.raises(BindingsFileError, match="'version' is missing"):
+            import_bindings(store, {"bindings": []}, default_team="T1")
+        with pytest.raises(BindingsFileError, match="'bindings' is missing"):
+            import_bindings(store, {"version": 1}, default_team="T1")

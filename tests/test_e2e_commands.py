@@ -94,3 +94,18 @@ async def test_bad_signature_rejected(stack):
         b"command=%2Frelay&text=list", "application/x-www-form-urlencoded", signature="v0=" + "0" * 64
     )
     assert result.status == 401
+
+
+@pytest.mark.parametrize(
+    "body", [b"garbage", b"[1]", b'"text"', b"\xff\xfe", b"{}"], ids=["text", "list", "string", "bytes", "empty-object"]
+)
+async def test_signed_malformed_body_gets_client_error(stack, body):
+    result = await stack.slack.post(body, "application/json")
+    assert result.status in (400, 404)
+    assert not any("Traceback" in line for line in stack.app.logs)
+
+
+async def test_non_numeric_timestamp_rejected(stack):
+    result = await stack.slack.post(b"command=%2Frelay", "application/x-www-form-urlencoded",
+                                    timestamp="soon")  # fmt: skip
+    assert result.status == 401

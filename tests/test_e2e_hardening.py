@@ -235,3 +235,48 @@ async def test_debug_logs_carry_no_secrets(tmp_path):
     assert "relay-secret-1" not in logs
     assert "xoxb-test" not in logs
     assert "e2e-signing-secret" not in logs
+
+
+async def test_rebind_same_endpoint_keeps_token(tmp_path):
+    async with running_stack(tmp_path / "data", agent_token="t0k3n") as stack:
+        await stack.command(f"bind echo {stack.agent_url} token=t0k3n dedupe=yes")
+        again = await stack.command(f"bind echo {stack.agent_url}/relay")
+        listed = await stack.command("list")
+        event = await stack.mention("echo still allowed")
+        replies = await stack.final_replies("C0001", event["ts"])
+    assert "It keeps its token" in again
+    assert "token set, dedupe" in listed
+    assert replies[0].blocks[0]["text"] == "echo: still allowed"
+
+
+async def test_rebind_new_endpoint_drops_token(tmp_path):
+    async with running_stack(tmp_path / "data") as stack:
+        await stack.command(f"bind echo {stack.agent_url} token=t0k3n")
+        moved = await stack.command("bind echo http://127.0.0.1:9/relay")
+        listed = await stack.command("list")
+    assert "The old token was dropped because the endpoint changed" in moved
+    assert "token set" not in listed
+
+
+async def test_names_differing_in_case_rejected(tmp_path):
+    async with running_stack(tmp_path / "data") as stack:
+        await stack.command(f"bind echo {stack.agent_url}")
+        reply = await stack.command(f"bind ECHO {stack.agent_url}")
+        listed = await stack.command("list")
+    assert "'echo' is already bound here" in reply
+    assert "ECHO" not in listed
+
+
+async def test_status_keeps_real_cause_after_circuit_opens(tmp_path):
+    from test_e2e_serve import closed_port
+
+    async with running_stack(tmp_path / "data", RELAY_BREAKER_FAILURES="1",
+                             RELAY_BREAKER_OPEN_S="60") as stack:  # fmt: skip
+        await stack.command(f"bind down http://127.0.0.1:{closed_port()}")
+        for word in ("one", "two"):
+            event = await stack.mention(f"down {word}")
+            await stack.final_replies("C0001", event["ts"])
+        status = await stack.command("status")
+    assert "breaker open" in status
+    assert "cannot connect" in status or "refused" in status
+    assert "circuit open" not in status

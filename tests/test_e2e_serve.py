@@ -131,3 +131,16 @@ async def test_healthz(tmp_path):
                 body = await response.json()
     assert response.status == 200
     assert body == {"ok": True}
+
+
+async def test_rejected_bot_token_stops_startup(tmp_path):
+    async with SlackSimulator(bot_token="xoxb-right") as sim:
+        env = app_env(sim, tmp_path / "data", SLACK_BOT_TOKEN="xoxb-wrong")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "relay_plugin", "serve", env=env,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 2
+    assert b"SLACK_BOT_TOKEN: Slack rejected it (invalid_auth)" in stderr
+    assert b"Traceback" not in stderr

@@ -33,6 +33,7 @@ from relay_plugin.errors import (
     ConfigError,
     InvalidBindingError,
     RemoteUnreachableError,
+    TargetBlockedError,
     TargetNotAllowedError,
 )
 
@@ -358,9 +359,23 @@ async def test_send_rechecks_after_bind(
         await manager.add_binding(BotBinding("T1", "C1", "bot", f"http://agent.test:{port}/"))
         # The name now points at loopback, as in DNS rebinding; the send must not reach it.
         resolver.table["agent.test"] = ["127.0.0.1"]
-        with pytest.raises(RemoteUnreachableError) as caught:
+        with pytest.raises(TargetBlockedError) as caught:
             await manager.send("T1", "C1", "bot", "hello", "slack:T1:C1:1", "")
     assert "agent.test resolves to 127.0.0.1, a loopback address" in str(caught.value)
     assert caught.value.attempts == 1
     assert paths == []
     assert resolver.lookups == [("agent.test", port), ("agent.test", port)]
+
+
+async def test_blocked_sends_do_not_open_breaker(tmp_path: Path, agent) -> None:
+    port, paths = agent
+    resolver = StubResolver({"agent.test": [PUBLIC_V4]})
+    async with guarded_manager(tmp_path, TargetGuard(resolver=resolver)) as manager:
+        await manager.add_binding(BotBinding("T1", "C1", "bot", f"http://agent.test:{port}/"))
+        resolver.table["agent.test"] = ["10.0.0.5"]
+        for _ in range(7):
+            with pytest.raises(TargetBlockedError):
+                await manager.send("T1", "C1", "bot", "hello", "slack:T1:C1:1", "")
+        state = manager.status(manager.find("T1", "C1", "bot")).breaker.state
+    assert state == "closed"
+    assert paths == []

@@ -32,6 +32,7 @@ from relay_plugin.errors import (
     RemoteHTTPError,
     RemoteTimeoutError,
     RemoteUnreachableError,
+    TargetBlockedError,
 )
 
 FAST = RetryPolicy(
@@ -493,7 +494,7 @@ async def test_loopback_literal_blocked(remote: Remote, waits: list[RetryWait]) 
     guard = guarded("")
     async with new_client_session(FAST, guard=guard) as client:
         sender = make_sender(client, waits, guard=guard)
-        with pytest.raises(RemoteUnreachableError) as caught:
+        with pytest.raises(TargetBlockedError) as caught:
             await sender.send(MESSAGE, remote.base_url)
     assert "blocked: 127.0.0.1 is a loopback address" in str(caught.value)
     assert "RELAY_ALLOWED_HOSTS" in str(caught.value)
@@ -527,7 +528,7 @@ async def test_loopback_name_blocked(remote: Remote, waits: list[RetryWait]) -> 
     guard = guarded("", {"agent.test": ["127.0.0.1"]})
     async with new_client_session(FAST, guard=guard) as client:
         sender = make_sender(client, waits, guard=guard)
-        with pytest.raises(RemoteUnreachableError) as caught:
+        with pytest.raises(TargetBlockedError) as caught:
             await sender.send(MESSAGE, f"http://agent.test:{port}/relay", dedupe=True)
     assert "agent.test resolves to 127.0.0.1, a loopback address" in str(caught.value)
     assert caught.value.attempts == 1
@@ -556,7 +557,7 @@ async def test_mixed_answer_connects_allowed(remote: Remote) -> None:
 async def test_guarded_scheme_rejected(remote: Remote) -> None:
     guard = guarded("127.0.0.1")
     async with new_client_session(FAST, guard=guard) as client:
-        with pytest.raises(RemoteUnreachableError, match="http or https"):
+        with pytest.raises(TargetBlockedError, match="http or https"):
             await RelaySender(client, FAST, guard=guard).send(
                 MESSAGE, remote.base_url.replace("http://", "ftp://")
             )

@@ -539,3 +539,10 @@ def test_claim_event_rejects(store: BindingStore, key: str, ttl_s: float) -> Non
 def test_created_at_recent(store: BindingStore) -> None:
     stored = store.put(_binding())
     assert abs(datetime.now(timezone.utc) - stored.created_at) < timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(("team", "channel"), [("t0001", "C1"), ("T1", "general"), ("x", "C1")])
+def test_non_slack_ids_rejected(tmp_path, team, channel):
+    with BindingStore(tmp_path / "data") as store:
+        with pytest.raises(InvalidBindingError, match="upper-case letters and digits"):
+            store.put(BotBinding(team, channel, "echo", "http://bots.example.com"))

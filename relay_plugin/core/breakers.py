@@ -33,7 +33,7 @@ from aiobreaker.state import CircuitBreakerBaseState, CircuitBreakerState
 
 from relay_plugin.core.endpoints import endpoint_key
 from relay_plugin.core.policy import BreakerPolicy
-from relay_plugin.errors import CircuitOpenError, RemoteHTTPError
+from relay_plugin.errors import CircuitOpenError, RemoteHTTPError, TargetBlockedError
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,13 @@ class BreakerSnapshot:
 
 
 def is_endpoint_failure(error: BaseException) -> bool:
-    """Return whether ``error`` counts against the endpoint (a 4xx other than 429 does not)."""
+    """Return whether ``error`` counts against the endpoint.
+
+    A 4xx other than 429 and a target blocked by the address guard do not count: neither says
+    anything about the endpoint's health.
+    """
+    if isinstance(error, TargetBlockedError):
+        return False
     if isinstance(error, RemoteHTTPError) and error.status is not None:
         return not (400 <= error.status < 500 and error.status != 429)
     return True

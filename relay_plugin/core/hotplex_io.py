@@ -127,6 +127,15 @@ def _parse_document(
             [f"the file must be a JSON object with 'version' and 'bindings', not {_kind(data)}"]
         )
     version = data.get("version")
+    if "version" not in data:
+        raise BindingsFileError(
+            [f"'version' is missing; a HotPlex bindings.json starts with "
+             f'{{"version": {FORMAT_VERSION}, "bindings": [...]}}']  # fmt: skip
+        )
+    if "bindings" not in data:
+        raise BindingsFileError(
+            ["'bindings' is missing; give the list of bindings, or [] for none"]
+        )
     if version != FORMAT_VERSION or isinstance(version, bool):
         raise BindingsFileError(
             [f"unsupported version {version!r}; relay-plugin reads version {FORMAT_VERSION}"]

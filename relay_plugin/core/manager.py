@@ -16,7 +16,15 @@ from relay_plugin.core.limits import EndpointGate
 from relay_plugin.core.protocol import RelayMessage, RelayResponse
 from relay_plugin.core.sender import RelaySender
 from relay_plugin.core.store import BindingStore, BotBinding
-from relay_plugin.errors import BotNotBoundError, RelayError, RemoteTaskError
+from relay_plugin.errors import (
+    BotNotBoundError,
+    CircuitOpenError,
+    EndpointBusyError,
+    InvalidBindingError,
+    RelayError,
+    RemoteTaskError,
+    TargetBlockedError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +95,13 @@ class RelayManager:
         With a guard, the URL's host must resolve to an allowed address first, or
         InvalidBindingError (TargetNotAllowedError for a disallowed address) is raised.
         """
+        for other in self._store.channel(binding.team_id, binding.channel_id):
+            if other.bot != binding.bot and other.bot.lower() == binding.bot.lower():
+                raise InvalidBindingError(
+                    "bot name", binding.bot,
+                    f"{other.bot!r} is already bound here, and names that differ only in case "
+                    "would be confused in mentions; unbind it first or pick another name",
+                )  # fmt: skip
         if self._guard is not None:
             await self._guard.resolve_url(binding.url)
         stored = await asyncio.to_thread(self._store.put, binding)
@@ -107,6 +122,10 @@ class RelayManager:
     def list_bindings(self, team_id: str, channel_id: str) -> list[BotBinding]:
         """Return the bots bound in a channel, sorted by name."""
         return self._store.channel(team_id, channel_id)
+
+    def existing(self, team_id: str, channel_id: str, bot: str) -> BotBinding | None:
+        """Return one binding, or None when the bot is not bound in that channel."""
+        return self._store.get(team_id, channel_id, bot)
 
     def find(self, team_id: str, channel_id: str, bot: str) -> BotBinding:
         """Return one binding; BotNotBoundError lists the bots that are bound there."""
@@ -164,7 +183,9 @@ class RelayManager:
                     ),
                 )
         except RelayError as exc:
-            self._record(key, error=exc.user_message)
+            # Refusals that sent nothing say nothing new about the endpoint's health.
+            if not isinstance(exc, (CircuitOpenError, EndpointBusyError, TargetBlockedError)):
+                self._record(key, error=exc.user_message)
             log.info(
                 "relay failed bot=%s channel=%s task=%s error=%s attempts=%d elapsed=%.3fs",
                 bot, channel_id, message.task_id, type(exc).__name__, exc.attempts,

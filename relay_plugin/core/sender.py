@@ -40,6 +40,7 @@ from relay_plugin.errors import (
     RemoteHTTPError,
     RemoteTimeoutError,
     RemoteUnreachableError,
+    TargetBlockedError,
     TargetNotAllowedError,
 )
 
@@ -130,7 +131,7 @@ class RelaySender:
     ``max_answer_bytes`` bounds a 2xx body, and a longer one raises BadAnswerError. ``on_wait`` is
     called with a RetryWait before each wait between attempts, and its exceptions propagate.
     ``guard`` checks IP-literal hosts before sending, and the session's resolver checks host
-    names (see new_client_session). A blocked target raises RemoteUnreachableError at once.
+    names (see new_client_session). A blocked target raises TargetBlockedError at once.
     """
 
     def __init__(
@@ -184,7 +185,7 @@ class RelaySender:
                 self._guard.check_url(target)
             except InvalidBindingError as exc:
                 # A scheme other than http(s), or an IP-literal host that is not allowed.
-                raise RemoteUnreachableError(f"blocked: {exc.problem}", url=target) from None
+                raise TargetBlockedError(f"blocked: {exc.problem}", url=target) from None
         body = json.dumps(message.to_dict(), separators=(",", ":")).encode("utf-8")
         headers = self._headers(message, token or self._default_token)
         started = time.monotonic()
@@ -233,9 +234,8 @@ class RelaySender:
                     return await self._read_answer(url, response)
         except TargetNotAllowedError as exc:
             # GuardedResolver found no allowed address, so nothing was sent. A retry cannot help.
-            # NOTE: the circuit breaker counts this as an endpoint failure, like any RelayError.
             message = f"blocked: {exc.problem}"
-            raise _failure(RemoteUnreachableError, message, url, exc, _Retry.NEVER) from None
+            raise _failure(TargetBlockedError, message, url, exc, _Retry.NEVER) from None
         except aiohttp.ConnectionTimeoutError as exc:
             message = f"connecting timed out after {self._policy.connect_timeout_s:g} s"
             raise _failure(RemoteTimeoutError, message, url, exc, _Retry.SAFE) from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sqlite3
 import threading
 import time
@@ -71,14 +72,17 @@ class BotBinding:
     created_at: datetime | None = None
 
 
+_SLACK_ID = re.compile(r"^[A-Z0-9]+$")
+
+
 def validate_binding(binding: BotBinding) -> BotBinding:
     """Return ``binding`` with its URL stripped, or raise InvalidBindingError naming the field."""
     _validate_id("team id", binding.team_id, "the Slack workspace id, e.g. T0123ABCD")
-    _validate_id("channel id", binding.channel_id, "the Slack channel id, e.g. C0123ABCD")
     if binding.channel_id.startswith("#"):
         raise InvalidBindingError(
             "channel id", binding.channel_id, "give the channel id (C...), not the channel name"
         )
+    _validate_id("channel id", binding.channel_id, "the Slack channel id, e.g. C0123ABCD")
     validate_bot_name(binding.bot)
     url = validate_url(binding.url)
     if any(ch.isspace() or not ch.isprintable() for ch in binding.token):
@@ -96,6 +100,10 @@ def _validate_id(name: str, value: str, hint: str) -> None:
         raise InvalidBindingError(name, value, f"it is longer than {ID_MAX} characters")
     if any(ch.isspace() or not ch.isprintable() for ch in value):
         raise InvalidBindingError(name, value, f"it contains white space; give {hint}")
+    if not _SLACK_ID.match(value):
+        raise InvalidBindingError(
+            name, value, f"Slack ids are upper-case letters and digits; give {hint}"
+        )
 
 
 def _create_schema_v1(conn: sqlite3.Connection) -> None:

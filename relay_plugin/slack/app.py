@@ -15,9 +15,12 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from relay_plugin.config import Settings
+from relay_plugin.errors import ConfigError
 from relay_plugin.core.breakers import BreakerRegistry
 from relay_plugin.core.guard import TargetGuard
 from relay_plugin.core.limits import EndpointGate, FairUse
@@ -33,6 +36,7 @@ from relay_plugin.slack.permissions import BindPermission
 log = logging.getLogger(__name__)
 
 SLACK_EVENTS_PATH = "/slack/events"
+AUTH_TEST_TIMEOUT_S = 10.0
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", BindingStore)
 MANAGER = web.AppKey("manager", RelayManager)
@@ -119,8 +123,38 @@ async def _bolt(app: web.Application) -> AsyncIterator[None]:
     bolt.command("/relay")(command.handle)
     bolt.event("app_mention")(mentions.handle)
     app[BOLT] = bolt
+    try:
+        await _check_bot_token(client)
+    except BaseException:
+        await session.close()
+        raise
     yield
     await session.close()
+
+
+async def _check_bot_token(client: AsyncWebClient) -> None:
+    """Stop start-up when Slack rejects the bot token; only log when Slack cannot be reached.
+
+    Without this check a wrong token surfaces later as Bolt's vague "installation no longer
+    available" reply to every command, with nothing in the log that names the setting.
+    """
+    try:
+        response = await asyncio.wait_for(client.auth_test(), AUTH_TEST_TIMEOUT_S)
+    except SlackApiError as exc:
+        error = exc.response.get("error")
+        if error in ("invalid_auth", "token_revoked", "account_inactive", "not_authed"):
+            raise ConfigError(
+                "SLACK_BOT_TOKEN",
+                f"Slack rejected it ({error}); copy the Bot User OAuth Token (xoxb-...) again "
+                "from the app's OAuth & Permissions page",
+            ) from None
+        log.warning("auth.test failed at start-up: %s; continuing", error)
+        return
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("auth.test failed at start-up, Slack may be unreachable: %s; continuing", exc)
+        return
+    log.info("connected to Slack as %s (%s) in team %s (%s)", response.get("user"),
+             response.get("user_id"), response.get("team"), response.get("team_id"))  # fmt: skip
 
 
 async def _drain(app: web.Application) -> None:
@@ -130,8 +164,26 @@ async def _drain(app: web.Application) -> None:
 
 
 async def _slack_events(request: web.Request) -> web.Response:
-    bolt = request.app[BOLT]
-    response = await bolt.async_dispatch(await to_bolt_request(request))
+    # Bolt parses the body before it checks the signature, and answers 500 with a traceback
+    # for a body that is not a JSON object or form. Checking the signature first means only
+    # Slack's own requests reach Bolt; a signed but malformed body still gets a plain 400.
+    body = await request.read()
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return web.Response(status=400, text="the request body is not UTF-8")
+    verifier = SignatureVerifier(request.app[SETTINGS].slack_signing_secret)
+    timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+    signature = request.headers.get("X-Slack-Signature", "")
+    if not timestamp.isdigit() or not verifier.is_valid(body, timestamp, signature):
+        log.info("rejected a request with an invalid or old Slack signature from %s",
+                 request.remote)  # fmt: skip
+        return web.Response(status=401, text="invalid request signature")
+    try:
+        response = await request.app[BOLT].async_dispatch(await to_bolt_request(request))
+    except (ValueError, AttributeError, TypeError) as exc:  # JSON and form decoding inside Bolt
+        log.warning("rejected a signed request with a malformed body: %s", exc)
+        return web.Response(status=400, text="malformed request body")
     return await to_aiohttp_response(response)
 
 

@@ -154,26 +154,45 @@ class RelayCommand:
                 return f"Unbound *{parsed.bot}* from this channel."
             bound = _names(self._manager.list_bindings(team, channel))
             return f"No bot named *{parsed.bot}* is bound in this channel (bound here: {bound})."
-        stored = await self._manager.add_binding(
-            BotBinding(
-                team_id=team,
-                channel_id=channel,
-                bot=parsed.bot,
-                url=parsed.url,
-                dedupe=parsed.options.get("dedupe") == "yes",
-                token=parsed.options.get("token", ""),
-                created_by=user,
-            )
-        )
+        binding, kept = self._rebinding(parsed, team, channel, user)
+        stored = await self._manager.add_binding(binding)
         notes = [text for text, on in (("with its own token", bool(stored.token)),
                                        ("deduplicates, so ambiguous failures are retried",
                                         stored.dedupe)) if on]  # fmt: skip
         dedupe = f" ({'; '.join(notes)})" if notes else ""
+        dedupe += kept
         return (
             f"Bound *{stored.bot}* in this channel to {stored.url}{dedupe}.\n"
             f"Relays are posted to {endpoint_key(stored.url)}. "
             f"Try `/relay test {stored.bot}`, then mention me: `@relay {stored.bot} hello`."
         )
+
+    def _rebinding(
+        self, parsed: ParsedCommand, team: str, channel: str, user: str
+    ) -> tuple[BotBinding, str]:
+        """Build the binding to store and a note on what was kept from the one it replaces.
+
+        Options not given keep their old values. The old token is kept only while the endpoint
+        stays the same, so a secret never follows a bot to a new host.
+        """
+        old = self._manager.existing(team, channel, parsed.bot)
+        token = parsed.options.get("token", "")
+        dedupe = parsed.options.get("dedupe")
+        note = ""
+        if old is not None and not token and old.token:
+            if endpoint_key(old.url) == endpoint_key(parsed.url):
+                token = old.token
+                note = ". It keeps its token"
+            else:
+                note = (". The old token was dropped because the endpoint changed; add "
+                        "`token=<secret>` to set one")  # fmt: skip
+        if dedupe is None:
+            dedupe = "yes" if old is not None and old.dedupe else "no"
+        binding = BotBinding(
+            team_id=team, channel_id=channel, bot=parsed.bot, url=parsed.url,
+            dedupe=dedupe == "yes", token=token, created_by=user,
+        )  # fmt: skip
+        return binding, note
 
     def _list(self, team: str, channel: str) -> str:
         bindings = self._manager.list_bindings(team, channel)
