@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 
 from relay_plugin import __version__
 from relay_plugin.config import Settings
-from relay_plugin.errors import ConfigError, StoreError
+from relay_plugin.errors import ConfigError, RelayPluginError, StoreError
+from relay_plugin.logs import configure_logging
 
 log = logging.getLogger("relay_plugin")
 
@@ -30,7 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "serve",
         help="run the Slack app (configured by environment variables; see README)",
-        description="Run the Slack app on HOST:PORT, with Slack's requests at /slack/events.",
+        description="Run the Slack app on HOST:PORT, with Slack's requests at /slack/events, or "
+        "with events and commands over Socket Mode when SLACK_APP_TOKEN is set.",
+    )
+    commands.add_parser(
+        "check",
+        help="check the settings, the Slack token, the store and every bound endpoint",
+        description="Validate the settings, call Slack's auth.test with the bot token, open the "
+        "binding store, and probe /healthz of every bound endpoint. Prints one line per "
+        "problem with its fix; exits 0 when everything is healthy and 1 otherwise.",
     )
     agent = commands.add_parser(
         "agent",
@@ -43,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument(
         "--mode",
         default="echo",
-        help="echo (default), delay:SECONDS, fail-first:N or fail",
+        help="echo (default), delay:SECONDS, fail-first:N, fail, or async[:SECONDS] (answer 202, "
+        "then post the result to the task's reply_to URL)",
     )
     demo = commands.add_parser(
         "demo",
@@ -74,9 +84,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     """Run the command line; returns the exit code."""
     env = os.environ if env is None else env
     args = build_parser().parse_args(argv)
-    # The demo prints a Slack thread; its own INFO lines would bury it.
-    default_level = "WARNING" if args.command == "demo" else "INFO"
-    configure_logging(env.get("RELAY_LOG_LEVEL", default_level))
+    # The demo prints a Slack thread and check prints a report; INFO lines would bury them.
+    default_level = "WARNING" if args.command in ("demo", "check") else "INFO"
+    configure_logging(env.get("RELAY_LOG_LEVEL", default_level), env.get("RELAY_LOG_FORMAT", ""))
     if args.command == "bindings":
         from relay_plugin.bindings_cli import run_bindings
 
@@ -96,21 +106,15 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                   file=sys.stderr)  # fmt: skip
             return 1
         return 0
+    if args.command == "check":
+        from relay_plugin.check import run_check
+
+        return run_check(env)
     if args.command == "demo":
         from relay_plugin.tools.demo import run_demo
 
         return asyncio.run(run_demo(interactive=args.interactive))
     return serve(env)
-
-
-def configure_logging(level: str) -> None:
-    """Log to stderr; called once by the entry point, never on import."""
-    name = level.strip().upper() or "INFO"
-    logging.basicConfig(
-        level=getattr(logging, name, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def serve(env: Mapping[str, str]) -> int:
@@ -128,6 +132,9 @@ def serve(env: Mapping[str, str]) -> int:
     except StoreError as exc:
         print(f"relay-plugin serve: {exc}", file=sys.stderr)
         return 1
+    except RelayPluginError as exc:  # the first Socket Mode connection failed
+        print(f"relay-plugin serve: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"relay-plugin serve: cannot listen on {settings.host}:{settings.port}: {exc}",
               file=sys.stderr)  # fmt: skip
@@ -138,22 +145,34 @@ def serve(env: Mapping[str, str]) -> int:
 async def _serve(settings: Settings) -> None:
     from aiohttp import web
 
-    from relay_plugin.slack.app import SLACK_EVENTS_PATH, create_web_app
+    from relay_plugin.slack.app import BOLT, SLACK_EVENTS_PATH, create_web_app
+    from relay_plugin.slack.socket_mode import SocketModeConnection
 
     runner = web.AppRunner(create_web_app(settings), handle_signals=False, access_log=None)
     await runner.setup()
+    socket_mode: SocketModeConnection | None = None
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         for host, port, *_ in runner.addresses:
-            log.info("listening on http://%s:%d (Slack requests at %s)", host, port,
-                     SLACK_EVENTS_PATH)  # fmt: skip
+            if settings.socket_mode:
+                log.info("listening on http://%s:%d (Slack transport: Socket Mode, no Slack "
+                         "requests on this port)", host, port)  # fmt: skip
+            else:
+                log.info("listening on http://%s:%d (Slack transport: HTTP, requests at %s)",
+                         host, port, SLACK_EVENTS_PATH)  # fmt: skip
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        if settings.socket_mode:
+            socket_mode = SocketModeConnection(runner.app[BOLT], settings.slack_app_token)
+            await socket_mode.open()
         await stop.wait()
         log.info("stopping: no new requests; waiting for relays in flight")
     finally:
+        # Closing the websocket first stops new envelopes, as stopping the site stops requests.
+        if socket_mode is not None:
+            await socket_mode.close()
         await runner.cleanup()
     log.info("stopped")

@@ -14,6 +14,7 @@ import platformdirs
 from relay_plugin.core.guard import HostAllowList
 from relay_plugin.core.policy import BreakerPolicy, FairUsePolicy, RetryPolicy
 from relay_plugin.errors import ConfigError
+from relay_plugin.logs import LOG_FORMATS
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 BIND_POLICIES = ("admins", "everyone")
@@ -33,6 +34,7 @@ class Settings:
     data_dir: Path
     slack_bot_token: str = field(default="", repr=False)
     slack_signing_secret: str = field(default="", repr=False)
+    slack_app_token: str = field(default="", repr=False)
     slack_api_url: str = DEFAULT_SLACK_API_URL
     host: str = "0.0.0.0"
     port: int = 3000
@@ -45,10 +47,19 @@ class Settings:
     admin_users: frozenset[str] = frozenset()
     max_content_bytes: int = 40 * 1024
     max_answer_chars: int = 100_000
+    public_url: str = ""
+    status_interval_s: float = 3.0
+    async_timeout_s: float = 3600.0
     shutdown_grace_s: float = 30.0
     event_ttl_s: float = 900.0
     log_level: str = "INFO"
+    log_format: str = "text"
     allowed_hosts: HostAllowList = HostAllowList()
+
+    @property
+    def socket_mode(self) -> bool:
+        """Whether Slack delivers events over Socket Mode (SLACK_APP_TOKEN is set) instead of HTTP."""
+        return bool(self.slack_app_token)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, require_slack: bool = True) -> Settings:
@@ -56,6 +67,7 @@ class Settings:
         reader = _Reader(env)
         bot_token = reader.text("SLACK_BOT_TOKEN")
         signing_secret = reader.text("SLACK_SIGNING_SECRET")
+        app_token = reader.text("SLACK_APP_TOKEN")
         if require_slack:
             if not bot_token:
                 raise ConfigError(
@@ -67,10 +79,18 @@ class Settings:
                 raise ConfigError(
                     "SLACK_BOT_TOKEN", "malformed; a bot token starts with 'xoxb-'"
                 )
-            if not signing_secret:
+            if app_token and not app_token.startswith("xapp-"):
+                raise ConfigError(
+                    "SLACK_APP_TOKEN",
+                    "malformed; an app-level token starts with 'xapp-' (Basic Information page, "
+                    "App-Level Tokens, with the connections:write scope)",
+                )
+            # Socket Mode deliveries are not signed, so only HTTP mode needs the signing secret.
+            if not signing_secret and not app_token:
                 raise ConfigError(
                     "SLACK_SIGNING_SECRET",
-                    "missing; set it to the Signing Secret from the app's Basic Information page",
+                    "missing; set it to the Signing Secret from the app's Basic Information page, "
+                    "or set SLACK_APP_TOKEN to receive events over Socket Mode",
                 )
         retry = RetryPolicy(
             retries=reader.integer("RELAY_RETRIES", 3, minimum=0, maximum=10),
@@ -101,6 +121,7 @@ class Settings:
             data_dir=reader.path("RELAY_DATA_DIR", default_data_dir()),
             slack_bot_token=bot_token,
             slack_signing_secret=signing_secret,
+            slack_app_token=app_token,
             slack_api_url=reader.api_url("SLACK_API_URL", DEFAULT_SLACK_API_URL),
             host=reader.text("HOST") or "0.0.0.0",
             port=reader.integer("PORT", 3000, minimum=0, maximum=65535),
@@ -117,9 +138,13 @@ class Settings:
             max_answer_chars=reader.integer(
                 "RELAY_MAX_ANSWER_CHARS", 100_000, minimum=1_000, maximum=2_000_000
             ),
+            public_url=reader.public_url("RELAY_PUBLIC_URL"),
+            status_interval_s=reader.number("RELAY_STATUS_INTERVAL_S", 3.0, minimum=0.1),
+            async_timeout_s=reader.number("RELAY_ASYNC_TIMEOUT_S", 3600.0, minimum=1.0),
             shutdown_grace_s=reader.number("RELAY_SHUTDOWN_GRACE_S", 30.0, minimum=0.0),
             event_ttl_s=reader.number("RELAY_EVENT_TTL_S", 900.0, minimum=600.0),
             log_level=reader.log_level("RELAY_LOG_LEVEL", "INFO"),
+            log_format=reader.choice("RELAY_LOG_FORMAT", LOG_FORMATS),
             allowed_hosts=HostAllowList.parse(reader.text("RELAY_ALLOWED_HOSTS")),
         )
 
@@ -174,6 +199,18 @@ class _Reader:
                 name, f"{raw!r} is not an http(s) URL; the default is {DEFAULT_SLACK_API_URL}"
             )
         return raw if raw.endswith("/") else raw + "/"
+
+    def public_url(self, name: str) -> str:
+        raw = self.text(name)
+        if not raw:
+            return ""
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise ConfigError(
+                name, f"{raw!r} is not an http(s) base URL; give the app's public address, "
+                "e.g. https://relay.example.com",
+            )  # fmt: skip
+        return raw.rstrip("/")
 
     def instance_name(self, name: str, default: str) -> str:
         raw = self.text(name)

@@ -6,6 +6,7 @@ Everything listens on 127.0.0.1 with ports picked by the kernel.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -14,15 +15,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from relay_plugin.tools.agent import AGENT, RelayAgent, start_agent
 from relay_plugin.tools.simulator import SlackSimulator
 from relay_plugin.tools.slack_client import SignedSlackClient, mention_text
+from relay_plugin.tools.socket_client import SocketModeSlackClient
 
 SIGNING_SECRET = "e2e-signing-secret"
 BOT_TOKEN = "xoxb-test"
+APP_TOKEN = "xapp-1-A0RELAY-1-e2e"
+TRANSPORTS = ("http", "socket")
 START_TIMEOUT_S = 20.0
 _LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
@@ -124,11 +129,12 @@ class Stack:
     """A running app with its Slack simulator and one reference agent."""
 
     sim: SlackSimulator
-    slack: SignedSlackClient
+    slack: SignedSlackClient | SocketModeSlackClient
     app: AppProcess
     agent: RelayAgent
     agent_url: str
     data_dir: Path
+    transport: str = "http"
 
     async def command(self, text: str, **kwargs: str) -> str:
         """Run ``/relay text`` and return the text of the ephemeral ack."""
@@ -151,6 +157,37 @@ class Stack:
         await self.sim.wait_for(lambda: len(done()) >= count, timeout, description=f"{count} final replies")
         return done()
 
+    async def click_cancel(self, note, user: str = "U0001", action: dict | None = None):
+        """Press the Cancel button of a working note as ``user``; returns the HTTP result.
+
+        ``action`` is the button as it was shown, for a note that may have changed since.
+        """
+        if action is None:
+            action = next(element for block in note.blocks if block.get("type") == "actions"
+                          for element in block["elements"])  # fmt: skip
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "team_id": self.sim.team_id},
+            "team": {"id": self.sim.team_id},
+            "api_app_id": "A0RELAY",
+            "container": {"type": "message", "message_ts": note.ts, "channel_id": note.channel},
+            "channel": {"id": note.channel},
+            "message": {"ts": note.ts, "text": note.text},
+            "trigger_id": "1.2.3",
+            "response_url": self.sim.new_response_url(channel=note.channel, user=user),
+            "actions": [{**action, "block_id": "relay_controls", "type": "button",
+                         "action_ts": "1700000000.000001"}],
+        }  # fmt: skip
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        return await self.slack.post(body, "application/x-www-form-urlencoded")
+
+    def working_note(self, channel: str, thread_ts: str):
+        """Return the bot's working note in a thread, or None."""
+        for message in self.bot_replies(channel, thread_ts):
+            if any(block.get("type") == "actions" for block in message.blocks):
+                return message
+        return None
+
     def bot_replies(self, channel: str, thread_ts: str):
         """Return the bot's messages in a thread."""
         return [m for m in self.sim.thread(channel, thread_ts) if m.user == self.sim.bot_user_id]
@@ -163,18 +200,32 @@ async def running_stack(
     agent_mode: str = "echo",
     agent_token: str = "",
     channels: dict[str, dict] | None = None,
+    transport: str = "http",
     **env: str,
 ) -> AsyncIterator[Stack]:
-    """Start simulator, agent and app; stop all three on exit."""
-    sim = SlackSimulator(bot_token=BOT_TOKEN, channels=channels)
+    """Start simulator, agent and app; stop all three on exit.
+
+    ``transport="socket"`` gives the app an app-level token, so Slack's deliveries reach it over
+    the simulator's Socket Mode websocket instead of signed HTTP requests.
+    """
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport={transport!r}: use one of {', '.join(TRANSPORTS)}")
+    sim = SlackSimulator(bot_token=BOT_TOKEN, channels=channels, app_token=APP_TOKEN)
     await sim.start()
+    if transport == "socket":
+        env = {"SLACK_APP_TOKEN": APP_TOKEN, **env}
     runner: web.AppRunner | None = None
     app = AppProcess(app_env(sim, data_dir, **env))
     try:
         runner, agent_url = await start_agent(mode=agent_mode, token=agent_token)
         url = await app.start()
-        slack = SignedSlackClient(f"{url}/slack/events", SIGNING_SECRET, sim)
-        yield Stack(sim, slack, app, runner.app[AGENT], agent_url, data_dir)
+        slack: SignedSlackClient | SocketModeSlackClient
+        if transport == "socket":
+            await sim.socket_mode.wait_connected(timeout=START_TIMEOUT_S)
+            slack = SocketModeSlackClient(sim)
+        else:
+            slack = SignedSlackClient(f"{url}/slack/events", SIGNING_SECRET, sim)
+        yield Stack(sim, slack, app, runner.app[AGENT], agent_url, data_dir, transport)
     finally:
         await app.stop()
         if runner is not None:

@@ -1,13 +1,19 @@
-"""/relay over real HTTP: signed commands into the real app process."""
+"""/relay end to end: commands into the real app process, as signed HTTP or over Socket Mode."""
 
 import pytest
 
-from harness import running_stack
+from harness import TRANSPORTS, running_stack
+
+
+@pytest.fixture(params=TRANSPORTS)
+async def stack(request, tmp_path):
+    async with running_stack(tmp_path / "data", transport=request.param) as running:
+        yield running
 
 
 @pytest.fixture
-async def stack(tmp_path):
-    async with running_stack(tmp_path / "data") as running:
+async def http_stack(tmp_path):
+    async with running_stack(tmp_path / "data", transport="http") as running:
         yield running
 
 
@@ -89,8 +95,8 @@ async def test_status_shows_breaker_and_latency(stack):
     assert "last success <!date^" in after
 
 
-async def test_bad_signature_rejected(stack):
-    result = await stack.slack.post(
+async def test_bad_signature_rejected(http_stack):
+    result = await http_stack.slack.post(
         b"command=%2Frelay&text=list", "application/x-www-form-urlencoded", signature="v0=" + "0" * 64
     )
     assert result.status == 401
@@ -99,13 +105,13 @@ async def test_bad_signature_rejected(stack):
 @pytest.mark.parametrize(
     "body", [b"garbage", b"[1]", b'"text"', b"\xff\xfe", b"{}"], ids=["text", "list", "string", "bytes", "empty-object"]
 )
-async def test_signed_malformed_body_gets_client_error(stack, body):
-    result = await stack.slack.post(body, "application/json")
+async def test_signed_malformed_body_gets_client_error(http_stack, body):
+    result = await http_stack.slack.post(body, "application/json")
     assert result.status in (400, 404)
-    assert not any("Traceback" in line for line in stack.app.logs)
+    assert not any("Traceback" in line for line in http_stack.app.logs)
 
 
-async def test_non_numeric_timestamp_rejected(stack):
-    result = await stack.slack.post(b"command=%2Frelay", "application/x-www-form-urlencoded",
-                                    timestamp="soon")  # fmt: skip
+async def test_non_numeric_timestamp_rejected(http_stack):
+    result = await http_stack.slack.post(b"command=%2Frelay", "application/x-www-form-urlencoded",
+                                         timestamp="soon")  # fmt: skip
     assert result.status == 401

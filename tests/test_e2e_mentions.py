@@ -1,17 +1,26 @@
-"""Mentions over real HTTP: signed events into the real app, answers in the simulator's threads."""
+"""Mentions end to end: events into the real app as signed HTTP or over Socket Mode, answers in threads."""
 
 import json
 import uuid
 
 import pytest
 
-from harness import running_stack
+from harness import TRANSPORTS, running_stack
 from relay_plugin.tools.slack_client import mention_text
 
 
+@pytest.fixture(params=TRANSPORTS)
+async def stack(request, tmp_path):
+    async with running_stack(
+        tmp_path / "data", transport=request.param, RELAY_BREAKER_OPEN_S="60"
+    ) as running:
+        await running.command(f"bind echo {running.agent_url}")
+        yield running
+
+
 @pytest.fixture
-async def stack(tmp_path):
-    async with running_stack(tmp_path / "data", RELAY_BREAKER_OPEN_S="60") as running:
+async def http_stack(tmp_path):
+    async with running_stack(tmp_path / "data", transport="http") as running:
         await running.command(f"bind echo {running.agent_url}")
         yield running
 
@@ -125,18 +134,18 @@ async def test_same_message_new_event_id_relays_once(stack):
     assert len(stack.agent.received) == 1
 
 
-async def test_bad_signature_relays_nothing(stack):
+async def test_bad_signature_relays_nothing(http_stack):
     event = {"type": "app_mention", "user": "U0001", "channel": "C0001", "ts": "1.000001",
-             "text": mention_text(stack.sim.bot_user_id, "echo forged")}  # fmt: skip
-    status = await stack.slack.send_event(event, signature="v0=" + "ab" * 32)
+             "text": mention_text(http_stack.sim.bot_user_id, "echo forged")}  # fmt: skip
+    status = await http_stack.slack.send_event(event, signature="v0=" + "ab" * 32)
     assert status == 401
-    assert stack.agent.received == []
+    assert http_stack.agent.received == []
 
 
-async def test_stale_timestamp_rejected(stack):
+async def test_stale_timestamp_rejected(http_stack):
     event = {"type": "app_mention", "user": "U0001", "channel": "C0001", "ts": "1.000002",
-             "text": mention_text(stack.sim.bot_user_id, "echo replay")}  # fmt: skip
-    status = await stack.slack.send_event(event, timestamp=1_700_000_000)
+             "text": mention_text(http_stack.sim.bot_user_id, "echo replay")}  # fmt: skip
+    status = await http_stack.slack.send_event(event, timestamp=1_700_000_000)
     assert status == 401
 
 

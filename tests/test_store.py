@@ -419,7 +419,7 @@ def test_newer_version_left_alone(tmp_path: Path) -> None:
     with BindingStore(tmp_path) as store:
         store.put(_binding())
     conn = sqlite3.connect(tmp_path / "relay.db")
-    conn.execute("PRAGMA user_version = 2")
+    conn.execute(f"PRAGMA user_version = {BindingStore.SCHEMA_VERSION + 1}")
     conn.close()
     before = _snapshot(tmp_path / "relay.db")
     with pytest.raises(StoreVersionError) as caught:
@@ -454,26 +454,26 @@ def _add_notes_column(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE bindings ADD COLUMN notes TEXT NOT NULL DEFAULT ''")
 
 
-class _StoreV2(BindingStore):
-    SCHEMA_VERSION = 2
+class _StoreNext(BindingStore):
+    SCHEMA_VERSION = BindingStore.SCHEMA_VERSION + 1
     MIGRATIONS = (*BindingStore.MIGRATIONS, _add_notes_column)
 
 
 def test_migration_hook_upgrades(tmp_path: Path) -> None:
     with BindingStore(tmp_path) as store:
         store.put(_binding())
-    with _StoreV2(tmp_path) as upgraded:
+    with _StoreNext(tmp_path) as upgraded:
         assert upgraded.get("T1", "C1", "security-bot") is not None
     conn = sqlite3.connect(tmp_path / "relay.db")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     columns = [row[1] for row in conn.execute("PRAGMA table_info(bindings)")]
     conn.close()
-    assert version == 2
+    assert version == BindingStore.SCHEMA_VERSION + 1
     assert "notes" in columns
 
 
 def test_older_program_rejects_upgraded(tmp_path: Path) -> None:
-    _StoreV2(tmp_path).close()
+    _StoreNext(tmp_path).close()
     with pytest.raises(StoreVersionError):
         BindingStore(tmp_path)
 
@@ -546,3 +546,17 @@ def test_non_slack_ids_rejected(tmp_path, team, channel):
     with BindingStore(tmp_path / "data") as store:
         with pytest.raises(InvalidBindingError, match="upper-case letters and digits"):
             store.put(BotBinding(team, channel, "echo", "http://bots.example.com"))
+
+
+def test_version_one_file_migrates_to_pending_tasks(tmp_path: Path) -> None:
+    class _StoreV1(BindingStore):
+        SCHEMA_VERSION = 1
+        MIGRATIONS = BindingStore.MIGRATIONS[:1]
+
+    with _StoreV1(tmp_path) as old:
+        old.put(_binding())
+    with BindingStore(tmp_path) as store:
+        kept = store.get("T1", "C1", "security-bot")
+        tables = [row[0] for row in store.read("SELECT name FROM sqlite_master", ())]
+    assert kept is not None
+    assert "pending_tasks" in tables

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
@@ -13,8 +14,16 @@ from relay_plugin.core.breakers import BreakerRegistry, BreakerSnapshot
 from relay_plugin.core.endpoints import endpoint_key
 from relay_plugin.core.guard import TargetGuard
 from relay_plugin.core.limits import EndpointGate
-from relay_plugin.core.protocol import RelayMessage, RelayResponse
-from relay_plugin.core.sender import RelaySender
+from relay_plugin.core.metrics import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    REFUSED,
+    RelayMetrics,
+    outcome_of,
+)
+from relay_plugin.core.protocol import RelayMessage, RelayResponse, TaskStatus
+from relay_plugin.core.sender import RelaySender, RetryWait
 from relay_plugin.core.store import BindingStore, BotBinding
 from relay_plugin.errors import (
     BotNotBoundError,
@@ -25,6 +34,7 @@ from relay_plugin.errors import (
     RemoteTaskError,
     TargetBlockedError,
 )
+from relay_plugin.logs import relay_log_context
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +85,7 @@ class RelayManager:
         instance_name: str,
         gate: EndpointGate | None = None,
         guard: TargetGuard | None = None,
+        metrics: RelayMetrics | None = None,
     ) -> None:
         self._store = store
         self._sender = sender
@@ -82,6 +93,7 @@ class RelayManager:
         self._gate = gate or EndpointGate(concurrency=8, queue=100)
         self._instance_name = instance_name
         self._guard = guard
+        self._metrics = metrics
         self._stats: dict[str, EndpointStats] = {}
 
     @property
@@ -154,15 +166,39 @@ class RelayManager:
         metadata: str,
         *,
         task_id: str | None = None,
+        on_wait: Callable[[RetryWait], object] | None = None,
     ) -> RelayOutcome:
         """Relay ``content`` to a bound bot and return its answer.
 
         Raises BotNotBoundError, CircuitOpenError, RemoteTimeoutError, RemoteUnreachableError,
         RemoteHTTPError, BadAnswerError, or RemoteTaskError when the remote reports a failed task.
+        Every log record of the relay carries its task id, channel and bot.
         """
+        task_id = task_id or str(uuid.uuid4())
+        with relay_log_context(task_id=task_id, channel=channel_id, bot=bot):
+            return await self._send(
+                team_id, channel_id, bot, content, session_key, metadata, task_id, on_wait
+            )
+
+    def count_refused(self, bot: str) -> None:
+        """Count a relay to ``bot`` that a fair-use limit stopped before it reached send()."""
+        if self._metrics is not None:
+            self._metrics.relay_finished(bot, REFUSED, attempts=0, elapsed_s=None)
+
+    async def _send(
+        self,
+        team_id: str,
+        channel_id: str,
+        bot: str,
+        content: str,
+        session_key: str,
+        metadata: str,
+        task_id: str,
+        on_wait: Callable[[RetryWait], object] | None,
+    ) -> RelayOutcome:
         binding = self.find(team_id, channel_id, bot)
         message = RelayMessage(
-            task_id=task_id or str(uuid.uuid4()),
+            task_id=task_id,
             from_=self._instance_name,
             to=bot,
             content=content,
@@ -179,20 +215,26 @@ class RelayManager:
                 result = await self._breakers.call(
                     binding.url,
                     lambda: self._sender.send(
-                        message, binding.url, token=binding.token, dedupe=binding.dedupe
-                    ),
+                        message, binding.url, token=binding.token, dedupe=binding.dedupe,
+                        on_wait=on_wait,
+                    ),  # fmt: skip
                 )
         except RelayError as exc:
             # Refusals that sent nothing say nothing new about the endpoint's health.
             if not isinstance(exc, (CircuitOpenError, EndpointBusyError, TargetBlockedError)):
                 self._record(key, error=exc.user_message)
+            self._count(bot, outcome_of(exc), exc.attempts, started)
             log.info(
                 "relay failed bot=%s channel=%s task=%s error=%s attempts=%d elapsed=%.3fs",
                 bot, channel_id, message.task_id, type(exc).__name__, exc.attempts,
                 time.monotonic() - started,
             )  # fmt: skip
             raise
+        except asyncio.CancelledError:
+            self._count(bot, CANCELLED, 0, started)
+            raise
         self._record(key, latency_s=result.elapsed_s)
+        self._count(bot, FAILED if result.response.failed else COMPLETED, result.attempts, started)
         log.info(
             "relay done bot=%s channel=%s task=%s status=%s attempts=%d elapsed=%.3fs",
             bot, channel_id, message.task_id, result.response.status, result.attempts,
@@ -211,6 +253,35 @@ class RelayManager:
             attempts=result.attempts,
             elapsed_s=result.elapsed_s,
         )
+
+    def _count(self, bot: str, outcome: str, attempts: int, started: float) -> None:
+        if self._metrics is not None:
+            elapsed_s = time.monotonic() - started
+            self._metrics.relay_finished(bot, outcome, attempts=attempts, elapsed_s=elapsed_s)
+
+    async def cancel(self, binding: BotBinding, task_id: str) -> bool:
+        """Tell the remote that a task is canceled: one attempt, outside the breaker.
+
+        Returns whether the remote accepted the notice; a failure is logged, not raised,
+        because the task is canceled on this side either way.
+        """
+        message = RelayMessage(
+            task_id=task_id,
+            from_=self._instance_name,
+            to=binding.bot,
+            content="",
+            status=TaskStatus.CANCELED,
+            created_at=datetime.now(timezone.utc),
+        )
+        try:
+            await self._sender.send(message, binding.url, token=binding.token, retries=False)
+        except RelayError as exc:
+            log.warning("cancel notice failed bot=%s channel=%s task=%s error=%s",
+                        binding.bot, binding.channel_id, task_id, exc)  # fmt: skip
+            return False
+        log.info("cancel notice sent bot=%s channel=%s task=%s",
+                 binding.bot, binding.channel_id, task_id)  # fmt: skip
+        return True
 
     def _record(self, key: str, *, latency_s: float | None = None, error: str = "") -> None:
         now = datetime.now(timezone.utc)

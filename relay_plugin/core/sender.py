@@ -166,9 +166,20 @@ class RelaySender:
         return f"RelaySender(policy={self._policy!r})"
 
     async def send(
-        self, message: RelayMessage, url: str, *, token: str = "", dedupe: bool = False
+        self,
+        message: RelayMessage,
+        url: str,
+        *,
+        token: str = "",
+        dedupe: bool = False,
+        retries: bool = True,
+        on_wait: Callable[[RetryWait], object] | None = None,
     ) -> SendResult:
-        """Post ``message`` to ``url`` with retries per policy; raise RelayError if it fails."""
+        """Post ``message`` to ``url`` with retries per policy; raise RelayError if it fails.
+
+        ``retries=False`` makes one attempt only. ``on_wait`` is called before each retry wait
+        of this send, after the sender's own hook.
+        """
         target = endpoints.relay_url(url)
         parts = urlsplit(target)
         if parts.username is not None or parts.password is not None:
@@ -199,10 +210,10 @@ class RelaySender:
         retrying = backoff.on_exception(
             functools.partial(_retry_waits, self._policy, self._rng),
             _AttemptFailed,
-            max_tries=self._policy.max_attempts,
+            max_tries=self._policy.max_attempts if retries else 1,
             jitter=None,  # the waits carry their own jitter, and Retry-After must stay exact
             giveup=lambda failure: not failure.retryable(dedupe),
-            on_backoff=functools.partial(self._log_wait, target),
+            on_backoff=functools.partial(self._log_wait, target, on_wait),
             on_giveup=functools.partial(self._log_giveup, target, dedupe),
             logger=None,
         )(attempt)
@@ -301,7 +312,9 @@ class RelaySender:
             retry_after = parse_retry_after(response.headers.get("Retry-After", ""))
         raise _AttemptFailed(error, retry, retry_after)
 
-    def _log_wait(self, url: str, details: dict[str, Any]) -> None:
+    def _log_wait(
+        self, url: str, on_wait: Callable[[RetryWait], object] | None, details: dict[str, Any]
+    ) -> None:
         failure: _AttemptFailed = details["exception"]
         wait = RetryWait(url, details["tries"], details["wait"], failure.error.args[0])
         logger.debug(
@@ -310,6 +323,8 @@ class RelaySender:
         )  # fmt: skip
         if self._on_wait is not None:
             self._on_wait(wait)
+        if on_wait is not None:
+            on_wait(wait)
 
     def _log_giveup(self, url: str, dedupe: bool, details: dict[str, Any]) -> None:
         failure: _AttemptFailed = details["exception"]

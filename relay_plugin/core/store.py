@@ -121,6 +121,18 @@ def _create_schema_v1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX seen_events_expiry ON seen_events (expires_at)")
 
 
+def _create_pending_tasks_v2(conn: sqlite3.Connection) -> None:
+    # Relays whose remote answered 202 and reports later through the callback endpoint.
+    conn.execute(
+        "CREATE TABLE pending_tasks ("
+        " task_id TEXT PRIMARY KEY, team_id TEXT NOT NULL, channel_id TEXT NOT NULL,"
+        " thread_ts TEXT NOT NULL, working_ts TEXT NOT NULL, bot TEXT NOT NULL,"
+        " user_id TEXT NOT NULL, started_at REAL NOT NULL, expires_at REAL NOT NULL)"
+        " WITHOUT ROWID"
+    )
+    conn.execute("CREATE INDEX pending_tasks_expiry ON pending_tasks (expires_at)")
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -130,10 +142,10 @@ class BindingStore:
     Thread-safe: one connection guarded by a lock, so methods may run in ``asyncio.to_thread``.
     """
 
-    SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_VERSION: ClassVar[int] = 2
     FILE_NAME: ClassVar[str] = "relay.db"
     # MIGRATIONS[v] upgrades a file at schema version v to v + 1, inside one write transaction.
-    MIGRATIONS: ClassVar[tuple[Migration, ...]] = (_create_schema_v1,)
+    MIGRATIONS: ClassVar[tuple[Migration, ...]] = (_create_schema_v1, _create_pending_tasks_v2)
 
     def __init__(self, data_dir: Path, *, prune_interval_s: float = PRUNE_INTERVAL_S) -> None:
         self._dir = Path(data_dir)
@@ -277,6 +289,16 @@ class BindingStore:
         if self._conn is None:
             raise StoreError(str(self._path), "the store is closed; open a new BindingStore")
         return self._conn
+
+    @contextmanager
+    def write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """Run a write transaction; for modules that keep their own tables in this file."""
+        with self._write(action) as conn:
+            yield conn
+
+    def read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """Run one query; for modules that keep their own tables in this file."""
+        return self._read(sql, params)
 
     @contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:

@@ -25,13 +25,22 @@ from relay_plugin.core.breakers import BreakerRegistry
 from relay_plugin.core.guard import TargetGuard
 from relay_plugin.core.limits import EndpointGate, FairUse
 from relay_plugin.core.manager import RelayManager
+from relay_plugin.core.metrics import RelayMetrics
 from relay_plugin.core.sender import RelaySender, new_client_session
 from relay_plugin.core.store import BindingStore
 from relay_plugin.core.tasks import TaskTracker
+from relay_plugin.metrics import METRICS_PATH, SlackErrorCounter, metrics_handler
+from relay_plugin.core.pending import PendingTasks
+from relay_plugin.slack.callbacks import CALLBACK_PATH, MAX_REPORT_BYTES, TaskReports
+from relay_plugin.slack.cancel import CancelButton
 from relay_plugin.slack.commands import RelayCommand
+from relay_plugin.slack.home import HomeTab
 from relay_plugin.slack.mentions import MentionLimits, MentionRelay
 from relay_plugin.slack.names import NameCache
 from relay_plugin.slack.permissions import BindPermission
+from relay_plugin.slack.poster import ThreadPoster
+from relay_plugin.slack.progress import ActiveRelays, StatusTicker
+from relay_plugin.slack.rendering import CANCEL_ACTION_ID
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +51,26 @@ STORE = web.AppKey("store", BindingStore)
 MANAGER = web.AppKey("manager", RelayManager)
 TRACKER = web.AppKey("tracker", TaskTracker)
 BOLT = web.AppKey("bolt", AsyncApp)
+METRICS = web.AppKey("metrics", RelayMetrics)
+REPORTS = web.AppKey("reports", TaskReports)
 
 
 def create_web_app(settings: Settings) -> web.Application:
     """Build the aiohttp application; resources open at startup and close at cleanup."""
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_REPORT_BYTES)
     app[SETTINGS] = settings
     app[TRACKER] = TaskTracker()
+    app[METRICS] = RelayMetrics()
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_relay_core)
     app.cleanup_ctx.append(_bolt)
     app.on_shutdown.append(_drain)
-    app.router.add_post(SLACK_EVENTS_PATH, _slack_events)
+    if not settings.socket_mode:
+        # Over Socket Mode nothing arrives here, and the signing secret that checks it may be unset.
+        app.router.add_post(SLACK_EVENTS_PATH, _slack_events)
+    app.router.add_post(CALLBACK_PATH, _report)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get(METRICS_PATH, metrics_handler(app[METRICS]))
     return app
 
 
@@ -73,15 +89,18 @@ async def _relay_core(app: web.Application) -> AsyncIterator[None]:
     sender = RelaySender(
         session, settings.retry, default_token=settings.relay_token, guard=guard
     )
+    breakers = BreakerRegistry(settings.breaker)
+    app[METRICS].watch_breakers(breakers)
     app[MANAGER] = RelayManager(
         app[STORE],
         sender,
-        BreakerRegistry(settings.breaker),
+        breakers,
         instance_name=settings.instance_name,
         gate=EndpointGate(
             settings.fair_use.endpoint_concurrency, settings.fair_use.endpoint_queue
         ),
         guard=guard,
+        metrics=app[METRICS],
     )
     yield
     await session.close()
@@ -99,6 +118,7 @@ async def _bolt(app: web.Application) -> AsyncIterator[None]:
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
             AsyncServerErrorRetryHandler(max_retry_count=2),
             AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+            SlackErrorCounter(app[METRICS]),  # last, so it counts each call's final result
         ],
     )
     bolt = AsyncApp(
@@ -108,28 +128,59 @@ async def _bolt(app: web.Application) -> AsyncIterator[None]:
     )
     permission = BindPermission(settings.bind_policy, settings.admin_users)
     command = RelayCommand(app[MANAGER], app[TRACKER], permission)
+    active, poster, names = ActiveRelays(), ThreadPoster(), NameCache()
+    pending = PendingTasks(app[STORE])
     mentions = MentionRelay(
         app[MANAGER],
         app[TRACKER],
         app[STORE].claim_event,
-        NameCache(),
+        names,
         FairUse(settings.fair_use),
         MentionLimits(
             event_ttl_s=settings.event_ttl_s,
             max_content_bytes=settings.max_content_bytes,
             max_answer_chars=settings.max_answer_chars,
+            public_url=settings.public_url,
+            async_timeout_s=settings.async_timeout_s,
         ),
+        active=active,
+        pending=pending,
+        poster=poster,
     )
+    cancel = CancelButton(app[MANAGER], active, pending, poster, permission, names, app[TRACKER])
+    bolt.action(CANCEL_ACTION_ID)(cancel.handle)
+    app[REPORTS] = TaskReports(
+        app[MANAGER], pending, active, poster, lambda team: client,
+        default_token=settings.relay_token, max_answer_chars=settings.max_answer_chars,
+    )  # fmt: skip
+    loops = [
+        asyncio.create_task(StatusTicker(active, poster, settings.status_interval_s).run()),
+        asyncio.create_task(app[REPORTS].sweep(min(5.0, settings.async_timeout_s / 4))),
+    ]
     bolt.command("/relay")(command.handle)
     bolt.event("app_mention")(mentions.handle)
+    home = HomeTab(app[STORE], app[MANAGER], permission)
+    bolt.event("app_home_opened")(home.handle)
     app[BOLT] = bolt
     try:
         await _check_bot_token(client)
     except BaseException:
+        await _stop(loops)
         await session.close()
         raise
     yield
+    await _stop(loops)
     await session.close()
+
+
+async def _stop(loops: list[asyncio.Task[None]]) -> None:
+    for loop in loops:
+        loop.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
+
+
+async def _report(request: web.Request) -> web.Response:
+    return await request.app[REPORTS].handle(request)
 
 
 async def _check_bot_token(client: AsyncWebClient) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,8 +15,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from relay_plugin.core.limits import FairUse, RelayKeys
 from relay_plugin.core.manager import RelayManager
+from relay_plugin.core.pending import PendingTask, PendingTasks
+from relay_plugin.core.protocol import TaskStatus
+from relay_plugin.core.sender import RetryWait
 from relay_plugin.core.tasks import TaskTracker
 from relay_plugin.errors import RelayPluginError
+from relay_plugin.logs import set_relay_log_context
+from relay_plugin.slack.callbacks import CALLBACK_PATH
 from relay_plugin.slack.names import NameCache
 from relay_plugin.slack.rendering import (
     answer_payloads,
@@ -25,6 +31,7 @@ from relay_plugin.slack.rendering import (
     working_payload,
 )
 from relay_plugin.slack.poster import ThreadPoster
+from relay_plugin.slack.progress import ActiveRelay, ActiveRelays, AssistantStatus
 from relay_plugin.slack.text import (
     decode_slack_text,
     strip_user_mention,
@@ -104,11 +111,13 @@ def is_from_bot_or_edit(event: dict[str, Any], own_user_id: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class MentionLimits:
-    """Sizes and times that bound one mention's relay."""
+    """Sizes, times and addresses that shape one mention's relay."""
 
     event_ttl_s: float
     max_content_bytes: int
     max_answer_chars: int
+    public_url: str = ""
+    async_timeout_s: float = 3600.0
 
 
 class MentionRelay:
@@ -122,6 +131,10 @@ class MentionRelay:
         names: NameCache,
         fair_use: FairUse,
         limits: MentionLimits,
+        *,
+        active: ActiveRelays,
+        pending: PendingTasks,
+        poster: ThreadPoster,
     ) -> None:
         self._manager = manager
         self._tracker = tracker
@@ -129,7 +142,10 @@ class MentionRelay:
         self._names = names
         self._fair_use = fair_use
         self._limits = limits
-        self._poster = ThreadPoster()
+        self._poster = poster
+        self._active = active
+        self._pending = pending
+        self._assistant = AssistantStatus()
 
     async def handle(
         self,
@@ -193,8 +209,10 @@ class MentionRelay:
                          thread=f"{team}:{channel}:{thread_ts}")  # fmt: skip
         refusal = self._fair_use.acquire(keys)
         if refusal is not None:
-            log.info("relay refused limit=%r channel=%s user=%s thread=%s",
-                     refusal.limit, channel, user, thread_ts)  # fmt: skip
+            log.info("relay refused limit=%r bot=%s channel=%s task=%s user=%s thread=%s",
+                     refusal.limit, route.bot, channel, task_id_for(team, channel, ts, route.bot),
+                     user, thread_ts)  # fmt: skip
+            self._manager.count_refused(route.bot)
             reply = {"text": refusal_line(route.bot, refusal)}
             await self._poster.post(client, channel, thread_ts, reply, task_id="")
             return
@@ -216,38 +234,51 @@ class MentionRelay:
     ) -> None:
         """Post the working note, relay, and replace the note with the answer or the failure."""
         task_id = task_id_for(team, channel, ts, bot)
-        metadata = json.dumps(
-            {"platform": "slack", "team": team, "channel": channel, "user": user,
-             "ts": ts, "thread_ts": thread_ts}  # fmt: skip
-        )
+        # This task handles this one relay, so every record it logs from here names it.
+        set_relay_log_context(task_id=task_id, channel=channel, bot=bot)
+        details = {"platform": "slack", "team": team, "channel": channel, "user": user,
+                   "ts": ts, "thread_ts": thread_ts}  # fmt: skip
+        if self._limits.public_url:
+            details["reply_to"] = self._limits.public_url + CALLBACK_PATH
         working_ts = await self._poster.post(
-            client, channel, thread_ts, working_payload(bot), task_id=task_id
+            client, channel, thread_ts, working_payload(bot, task_id), task_id=task_id
         )
         if working_ts is None:
             return
+
+        relay = ActiveRelay(task_id, team, channel, thread_ts, working_ts, bot, user, client,
+                            task=asyncio.current_task())  # fmt: skip
+        self._active.add(relay)
+        self._assistant.set(relay, f"is asking {bot}…")
+
+        def retrying(wait: RetryWait) -> None:
+            relay.activity = f"retrying in {wait.delay_s:.0f} s after attempt {wait.attempt} failed"
 
         try:
             outcome = await self._manager.send(
                 team, channel, bot, content,
                 session_key=session_key_for(team, channel, thread_ts, bot),
-                metadata=metadata, task_id=task_id,
+                metadata=json.dumps(details), task_id=task_id, on_wait=retrying,
             )  # fmt: skip
         except RelayPluginError as exc:
-            payload = failure_payload(bot, exc, task_id)
-            await self._poster.replace(client, channel, thread_ts, working_ts, [payload],
-                                       task_id=task_id)  # fmt: skip
+            await self._finish(relay, "failed", [failure_payload(bot, exc, task_id)])
             return
         except asyncio.CancelledError:
+            if relay.final == "canceled":
+                # The Cancel button did it, and its handler updates the note. A 202 may have
+                # been recorded just before, so its pending row goes too.
+                await self._pending.take(relay.task_id)
+                return
             log.warning("relay interrupted by shutdown bot=%s channel=%s task=%s",
                         bot, channel, task_id)  # fmt: skip
             payload = failure_payload(bot, interrupted_line(bot), task_id)
-            await asyncio.wait_for(
-                self._poster.replace(client, channel, thread_ts, working_ts, [payload],
-                                     task_id=task_id),
-                INTERRUPTED_POST_TIMEOUT_S,
-            )  # fmt: skip
+            await asyncio.wait_for(self._finish(relay, "interrupted", [payload]),
+                                   INTERRUPTED_POST_TIMEOUT_S)  # fmt: skip
             raise
 
+        if outcome.response.status == TaskStatus.WORKING:
+            await self._wait_for_report(relay)
+            return
         answer = outcome.response.content
         payloads = answer_payloads(
             bot,
@@ -256,5 +287,42 @@ class MentionRelay:
             status=outcome.response.status,
             max_chars=self._limits.max_answer_chars,
         )
-        await self._poster.replace(client, channel, thread_ts, working_ts, payloads,
-                                   task_id=task_id, answer=answer)  # fmt: skip
+        await self._finish(relay, "answered", payloads, answer=answer)
+
+    async def _finish(
+        self, relay: ActiveRelay, state: str, payloads: list[dict[str, Any]], *, answer: str = ""
+    ) -> None:
+        """Give the relay its final state and replace its note, unless a cancel came first."""
+        if self._active.finish(relay.task_id, state) is None:
+            log.info("dropped the %s result of task %s: it was canceled first", state, relay.task_id)
+            return
+        self._assistant.set(relay, "")
+        async with relay.note_lock:
+            await self._poster.replace(relay.client, relay.channel, relay.thread_ts,
+                                       relay.working_ts, payloads, task_id=relay.task_id,
+                                       answer=answer)  # fmt: skip
+
+    async def _wait_for_report(self, relay: ActiveRelay) -> None:
+        """Keep a task the remote accepted with 202 until its report arrives at the callback."""
+        now = time.time()
+        timeout_s = self._limits.async_timeout_s
+        add = asyncio.ensure_future(self._pending.add(
+            PendingTask(relay.task_id, relay.team, relay.channel, relay.thread_ts,
+                        relay.working_ts, relay.bot, relay.user, now, now + timeout_s)
+        ))  # fmt: skip
+        try:
+            # The row is written in a worker thread that a cancel cannot stop, so the row is
+            # awaited even then: a canceled task's row is removed, and at shutdown it stays so
+            # the task survives the restart.
+            await asyncio.shield(add)
+        except asyncio.CancelledError:
+            await add
+            if relay.final == "canceled":
+                await self._pending.take(relay.task_id)
+                return
+            raise
+        relay.task = None
+        relay.activity = "accepted the task and will report back"
+        if not self._limits.public_url:
+            log.warning("%s answered 202 but RELAY_PUBLIC_URL is not set, so it was told no "
+                        "callback address; the task times out in %.0f s", relay.bot, timeout_s)  # fmt: skip

@@ -54,6 +54,14 @@ class BindPermission:
             "Ask one of them, or ask the app's operator to set RELAY_BIND_POLICY=everyone."
         )
 
+    async def is_admin(self, client: AsyncWebClient, team: str, user: str) -> bool:
+        """Return whether ``user`` is listed in RELAY_ADMIN_USERS or is a workspace admin or owner.
+
+        The result does not depend on RELAY_BIND_POLICY. Raises SlackApiError when users.info
+        fails.
+        """
+        return user in self._admin_users or await self._is_admin(client, team, user)
+
     async def _is_admin(self, client: AsyncWebClient, team: str, user: str) -> bool:
         key = (team, user)
         now = time.monotonic()

@@ -61,6 +61,23 @@ class ThreadPoster:
             return None
         return str(response.get("ts", ""))
 
+    async def update(
+        self,
+        client: AsyncWebClient,
+        channel: str,
+        ts: str,
+        payload: dict[str, Any],
+        *,
+        task_id: str,
+    ) -> bool:
+        """Update one message in place; returns False after logging a failure."""
+        try:
+            await client.chat_update(channel=channel, ts=ts, **payload)
+        except SlackFailure as exc:
+            self._report("chat.update", exc, channel, task_id)
+            return False
+        return True
+
     async def replace(
         self,
         client: AsyncWebClient,
@@ -79,10 +96,7 @@ class ThreadPoster:
         Returns whether everything was posted.
         """
         first, *rest = payloads
-        try:
-            await client.chat_update(channel=channel, ts=working_ts, **first)
-        except SlackFailure as exc:
-            self._report("chat.update", exc, channel, task_id)
+        if not await self.update(client, channel, working_ts, first, task_id=task_id):
             rest = payloads
         for payload in rest:
             if await self.post(client, channel, thread_ts, payload, task_id=task_id) is None:

@@ -9,11 +9,13 @@ from relay_plugin.core.limits import Refusal
 from relay_plugin.errors import (
     BadAnswerError,
     CircuitOpenError,
+    EndpointBusyError,
     RelayPluginError,
     RemoteHTTPError,
     RemoteTaskError,
     RemoteTimeoutError,
     RemoteUnreachableError,
+    TargetBlockedError,
 )
 from relay_plugin.slack.text import defuse_mentions, escape_text
 
@@ -23,6 +25,7 @@ MARKDOWN_BLOCK_MAX = 12_000
 _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 
 Payload = dict[str, Any]
+CANCEL_ACTION_ID = "relay_cancel"
 
 
 def split_markdown(text: str, limit: int = MARKDOWN_BLOCK_MAX) -> list[str]:
@@ -121,9 +124,32 @@ def interrupted_line(bot: str) -> str:
     )
 
 
-def working_payload(bot: str) -> Payload:
-    """Return the note posted while a relay runs."""
-    return {"text": f":hourglass_flowing_sand: Asked *{bot}*, waiting for the answer…"}
+def working_payload(
+    bot: str, task_id: str, activity: str = "waiting for the answer", elapsed_s: float = 0.0
+) -> Payload:
+    """Return the note shown while a relay runs: the bot, what it is doing, and a Cancel button."""
+    line = f":hourglass_flowing_sand: *{bot}* is working on it: {activity}"
+    if elapsed_s > 0:
+        line += f" · {max(elapsed_s, 1):.0f} s"
+    cancel = {
+        "type": "button",
+        "action_id": CANCEL_ACTION_ID,
+        "text": {"type": "plain_text", "text": "Cancel"},
+        "value": task_id,
+    }
+    return {
+        "text": f":hourglass_flowing_sand: Asked *{bot}*, waiting for the answer…",
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": line}},
+            {"type": "actions", "block_id": "relay_controls", "elements": [cancel]},
+        ],
+    }
+
+
+def canceled_payload(bot: str, canceled_by: str, elapsed_s: float, task_id: str) -> Payload:
+    """Return the note that replaces the working note when someone cancels the relay."""
+    line = f":no_entry_sign: Canceled by {canceled_by} after {elapsed_s:.0f} s; *{bot}* was told to stop."
+    return _card(line, f"task `{task_id}`")
 
 
 def answer_payloads(
@@ -187,6 +213,8 @@ def failure_line(bot: str, error: RelayPluginError) -> str:
             line += (". Check the bot's token: the app's RELAY_TOKEN, or a per-bot token set "
                      "with `/relay bind <bot> <url> token=<secret>`.")  # fmt: skip
         return line
+    if isinstance(error, TargetBlockedError):
+        return f":no_entry_sign: *{bot}* is bound to an address this app may not send to: {reason}"
     if isinstance(error, BadAnswerError):
         return f":warning: *{bot}* sent an answer that is not a relay response: {reason}"
     if isinstance(error, RemoteTaskError):
@@ -195,12 +223,36 @@ def failure_line(bot: str, error: RelayPluginError) -> str:
 
 
 def failure_payload(bot: str, error: RelayPluginError | str, task_id: str) -> Payload:
-    """Return the reply that replaces the working note when a relay fails."""
-    line = error if isinstance(error, str) else failure_line(bot, error)
+    """Return the compact card that replaces the working note when a relay fails.
+
+    It says what failed and for which bot, whether anything will be retried, and the task id.
+    """
+    if isinstance(error, str):
+        return _card(error, f"task `{task_id}`")
+    return _card(failure_line(bot, error), f"{retry_note(error)} · task `{task_id}`")
+
+
+def retry_note(error: RelayPluginError) -> str:
+    """Return whether the app retries after this failure, in a few words."""
+    if isinstance(error, CircuitOpenError):
+        return "nothing was sent; mention the bot again after the pause"
+    if isinstance(error, EndpointBusyError):
+        return "nothing was sent; try again in a minute"
+    if isinstance(error, TargetBlockedError):
+        return "nothing was sent; an admin must change the bot's URL or RELAY_ALLOWED_HOSTS"
+    if isinstance(error, (BadAnswerError, RemoteTaskError)):
+        return "not retried, because the bot answered"
+    attempts = getattr(error, "attempts", 0)
+    if attempts:
+        return f"{attempts} attempt{'s' if attempts != 1 else ''}, no more retries"
+    return "not retried"
+
+
+def _card(line: str, context: str) -> Payload:
     return {
         "text": line,
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": line}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"task `{task_id}`"}]},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": context}]},
         ],
     }

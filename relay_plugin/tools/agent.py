@@ -20,20 +20,24 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
+from relay_plugin.core.callback_auth import signed_headers
 from relay_plugin.core.protocol import RelayMessage, RelayResponse, TaskStatus
 from relay_plugin.errors import ProtocolError
 
 logger = logging.getLogger(__name__)
 
 MAX_REMEMBERED_TASKS = 10_000
-MODE_HELP = "use 'echo', 'delay:SECONDS', 'fail-first:N' or 'fail'"
+MODE_HELP = "use 'echo', 'delay:SECONDS', 'fail-first:N', 'fail' or 'async[:SECONDS]'"
 
 
 @dataclass(frozen=True, slots=True)
 class AgentMode:
-    """Agent behaviour: ``echo``, ``delay`` (by ``delay_s``), ``fail-first`` (count) or ``fail``."""
+    """Agent behaviour: ``echo``, ``delay`` (by ``delay_s``), ``fail-first`` (count), ``fail``,
+    or ``async``: answer 202 at once and post the result to the task's ``reply_to`` after
+    ``delay_s``."""
 
     kind: str = "echo"
     delay_s: float = 0.0
@@ -43,13 +47,13 @@ class AgentMode:
 def parse_mode(text: str) -> AgentMode:
     """Parse a mode such as ``echo``, ``delay:0.5``, ``fail-first:2`` or ``fail``."""
     kind, _, argument = text.strip().partition(":")
-    if kind in ("", "echo", "fail") and not argument:
+    if kind in ("", "echo", "fail", "async") and not argument:
         return AgentMode(kind=kind or "echo")
     try:
-        if kind == "delay":
+        if kind in ("delay", "async"):
             seconds = float(argument)
             if seconds >= 0 and math.isfinite(seconds):
-                return AgentMode(kind="delay", delay_s=seconds)
+                return AgentMode(kind=kind, delay_s=seconds)
         elif kind == "fail-first":
             count = int(argument)
             if count >= 0:
@@ -80,6 +84,8 @@ class RelayAgent:
         self.received: list[ReceivedRequest] = []
         self.requests = 0  # valid relay requests, the count that fail-first mode uses
         self.runs = 0  # tasks that actually ran, repeats excluded
+        self.canceled: list[str] = []  # task ids of cancel notices received
+        self.reports: list[int] = []  # HTTP status of each report posted to a reply_to URL
         self._responses: OrderedDict[str, asyncio.Task[Outcome]] = OrderedDict()
         self._running: set[asyncio.Task[Outcome]] = set()
 
@@ -93,6 +99,8 @@ class RelayAgent:
             message = RelayMessage.from_dict(json.loads(body))
         except (ValueError, ProtocolError) as exc:  # JSONDecodeError and UnicodeDecodeError too
             return self._reject(400, f"invalid RelayMessage: {exc}")
+        if message.status == TaskStatus.CANCELED:
+            return self._cancel(message)
         if not message.content:
             return self._reject(400, "invalid RelayMessage: no text in 'content' or 'message'")
 
@@ -113,9 +121,23 @@ class RelayAgent:
                     self._responses.popitem(last=False)
         else:
             logger.info("agent %s returns the cached response for task key %r", self.name, key)
+        if self.mode.kind == "async":
+            accepted = RelayResponse(message.task_id, TaskStatus.WORKING,
+                                     timestamp=datetime.now(timezone.utc))  # fmt: skip
+            return web.json_response(accepted.to_dict(), status=202)
         # shield: a client that disconnects must not cancel the run that its repeats wait for.
         status, body = await asyncio.shield(task)
         return web.json_response(body, status=status)
+
+    def _cancel(self, message: RelayMessage) -> web.Response:
+        """Stop a running task on the sender's cancel notice."""
+        self.canceled.append(message.task_id)
+        task = self._responses.get(message.task_id)
+        if task is not None and not task.done():
+            task.cancel()
+        logger.info("agent %s canceled task %r", self.name, message.task_id)
+        body = RelayResponse(message.task_id, TaskStatus.CANCELED, timestamp=datetime.now(timezone.utc))
+        return web.json_response(body.to_dict())
 
     async def healthz(self, request: web.Request) -> web.Response:
         """Handle ``GET /healthz``."""
@@ -135,8 +157,11 @@ class RelayAgent:
     async def _run(self, message: RelayMessage) -> Outcome:
         self.runs += 1
         started = time.perf_counter_ns()
-        if self.mode.kind == "delay":
+        if self.mode.kind in ("delay", "async"):
             await asyncio.sleep(self.mode.delay_s)
+        if self.mode.kind == "async":
+            await self._report(message)
+            return 202, {}
         failed = self.mode.kind == "fail"
         response = RelayResponse(
             task_id=message.task_id,
@@ -148,6 +173,30 @@ class RelayAgent:
         )
         logger.info("agent %s ran task %r: %s", self.name, message.task_id, response.status)
         return (500 if failed else 200), response.to_dict()
+
+
+    async def _report(self, message: RelayMessage) -> None:
+        """Post the finished task to the ``reply_to`` URL in the message's metadata, signed."""
+        try:
+            reply_to = json.loads(message.metadata or "{}").get("reply_to", "")
+        except (ValueError, AttributeError):
+            reply_to = ""
+        if not reply_to:
+            logger.warning("agent %s: task %r has no reply_to; its result is dropped",
+                           self.name, message.task_id)  # fmt: skip
+            return
+        report = RelayMessage(
+            task_id=message.task_id, from_=self.name, to=message.from_, content="",
+            status=TaskStatus.COMPLETED, response=f"{self.name}: {message.content}",
+            created_at=datetime.now(timezone.utc),
+        )  # fmt: skip
+        body = json.dumps(report.to_dict()).encode()
+        headers = {"Content-Type": "application/json", **signed_headers(self.token, body)}
+        async with aiohttp.ClientSession() as session:
+            async with session.post(reply_to, data=body, headers=headers) as response:
+                self.reports.append(response.status)
+        logger.info("agent %s reported task %r: HTTP %d", self.name, message.task_id,
+                    self.reports[-1])  # fmt: skip
 
 
 AGENT = web.AppKey("agent", RelayAgent)

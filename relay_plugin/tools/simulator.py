@@ -21,6 +21,7 @@ from aiohttp import web
 from relay_plugin.tools.slack_blocks import parse_blocks
 from relay_plugin.tools.slack_render import render_thread
 from relay_plugin.tools.slack_workspace import Body, PostedMessage, SlackWorkspace, content_problem
+from relay_plugin.tools.socket_mode import SocketModeServer
 
 __all__ = ["ApiCall", "PostedMessage", "SlackSimulator", "render_thread"]
 
@@ -69,12 +70,17 @@ class SlackSimulator(SlackWorkspace):
         users: dict[str, dict] | None = None,
         channels: dict[str, dict] | None = None,
         app_id: str = "A0RELAY",
+        app_token: str = "xapp-test",
     ) -> None:
         super().__init__(
             team_id=team_id, bot_user_id=bot_user_id, bot_id=bot_id, users=users,
             channels=channels, app_id=app_id,
         )  # fmt: skip
         self.bot_token = bot_token
+        # When set, every Web API response lists these as the token's scopes in the
+        # x-oauth-scopes header, as Slack does.
+        self.scopes: list[str] | None = None
+        self.socket_mode = SocketModeServer(self, app_token)
         self.calls: list[ApiCall] = []
         self.responses: list[Body] = []
         self.api_url = ""
@@ -91,12 +97,29 @@ class SlackSimulator(SlackWorkspace):
             "chat.postEphemeral": self.post_ephemeral,
             "users.info": self.users_info,
             "conversations.info": self.conversations_info,
+            "users.conversations": self.users_conversations,
+            "views.publish": self.views_publish,
+            "assistant.threads.setStatus": self.set_assistant_status,
         }
+        # (channel, thread_ts) -> every status set, in order; "" clears it.
+        self.assistant_statuses: dict[tuple[str, str], list[str]] = {}
+
+    def set_assistant_status(self, params: Body) -> Body:
+        """``assistant.threads.setStatus``: record the status of an assistant thread."""
+        channel, thread_ts = str(params.get("channel_id", "")), str(params.get("thread_ts", ""))
+        if not channel or not thread_ts:
+            return {"ok": False, "error": "invalid_arguments"}
+        self.assistant_statuses.setdefault((channel, thread_ts), []).append(
+            str(params.get("status", ""))
+        )
+        self.notify()
+        return {"ok": True}
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Serve the fake on ``host:port`` (0 picks a free port) and set the URLs."""
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
+        self.socket_mode.add_routes(app)
         app.router.add_post("/response/{url_id}", self._handle_response_url)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -193,6 +216,10 @@ class SlackSimulator(SlackWorkspace):
         failure = self._take_failure(method)
         if failure is not None:
             return _failure_reply(failure)
+        if method == "apps.connections.open":
+            # The app-level token, not the bot token, authenticates this method.
+            app_token = _bearer_token(request.headers.get("Authorization", ""))
+            return _reply(self.socket_mode.open_connection(app_token))
         handler = self._methods.get(method)
         if handler is None:
             return _reply({"ok": False, "error": "unknown_method"})
@@ -202,7 +229,10 @@ class SlackSimulator(SlackWorkspace):
             return _reply({"ok": False, "error": "not_authed"})
         if not hmac.compare_digest(token.encode(), self.bot_token.encode()):
             return _reply({"ok": False, "error": "invalid_auth"})
-        return _reply(handler(params))
+        response = _reply(handler(params))
+        if self.scopes is not None:
+            response.headers["x-oauth-scopes"] = ",".join(self.scopes)
+        return response
 
     async def _handle_response_url(self, request: web.Request) -> web.Response:
         target = self._response_urls.get(request.match_info["url_id"])

@@ -8,6 +8,7 @@ from typing import Any
 # Limits from Slack's Block Kit reference. NOTE: Slack also rejects messages whose blocks total
 # roughly 13,000 characters with msg_blocks_too_long; that limit is undocumented and not checked.
 MAX_BLOCKS = 50
+MAX_VIEW_BLOCKS = 100  # a Home tab or modal view
 MAX_MARKDOWN_BLOCK_CHARS = 12_000
 MAX_SECTION_TEXT_CHARS = 3_000
 MAX_HEADER_TEXT_CHARS = 150
@@ -28,10 +29,11 @@ def parse_blocks(params: dict[str, Any]) -> list[Any]:
     return blocks
 
 
-def blocks_problem(blocks: list[Any]) -> str | None:
+def blocks_problem(blocks: list[Any], *, max_blocks: int = MAX_BLOCKS) -> str | None:
     """Return why Slack would reject these blocks with invalid_blocks, or None."""
-    if len(blocks) > MAX_BLOCKS:
-        return f"{len(blocks)} blocks, but a message takes at most {MAX_BLOCKS}"
+    if len(blocks) > max_blocks:
+        surface = "a message" if max_blocks == MAX_BLOCKS else "a view"
+        return f"{len(blocks)} blocks, but {surface} takes at most {max_blocks}"
     for index, block in enumerate(blocks):
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
             return f"block {index} is not an object with a 'type'"

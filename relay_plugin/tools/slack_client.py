@@ -45,7 +45,102 @@ class HttpResult:
         return json.loads(self.text)
 
 
-class SignedSlackClient:
+class SlackPayloads:
+    """Builds what Slack sends to an app: slash command fields and Events API envelopes.
+
+    Subclasses deliver them over one transport: SignedSlackClient over HTTP, and
+    ``socket_client.SocketModeSlackClient`` over Socket Mode.
+    """
+
+    def __init__(self, simulator: SlackSimulator, *, api_app_id: str = "A0RELAY") -> None:
+        self.simulator = simulator
+        self.api_app_id = api_app_id
+
+    def command_fields(
+        self, text: str, *, channel: str = "C0001", user: str = "U0001", command: str = "/relay"
+    ) -> dict[str, str]:
+        """Return the fields of a slash command typed by ``user``, with a fresh response_url."""
+        sim = self.simulator
+        return {
+            "token": "XXXXdeprecatedXXXX",
+            "team_id": sim.team_id,
+            "team_domain": "example",
+            "channel_id": channel,
+            "channel_name": "directmessage" if channel.startswith("D") else channel.lower(),
+            "user_id": user,
+            "user_name": sim.user_name(user),
+            "command": command,
+            "text": text,
+            "api_app_id": self.api_app_id,
+            "is_enterprise_install": "false",
+            "response_url": sim.new_response_url(channel=channel, user=user),
+            "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**10}.{uuid.uuid4().hex}",
+        }
+
+    def mention_event(
+        self,
+        text: str,
+        *,
+        channel: str = "C0001",
+        user: str = "U0001",
+        thread_ts: str | None = None,
+        ts: str | None = None,
+        bot_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Store ``text`` as a message by ``user``, unless ``ts`` names one; return its ``app_mention``."""
+        sim = self.simulator
+        message = sim.find(channel, ts) if ts else None
+        if message is None:
+            message = sim.add_message(channel, text, user, thread_ts, ts=ts or "")
+        event: dict[str, Any] = {
+            "type": "app_mention",
+            "client_msg_id": str(uuid.uuid4()),
+            "user": user,
+            "team": sim.team_id,
+            "channel": channel,
+            "ts": message.ts,
+            "event_ts": message.ts,
+            "text": text,
+        }
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+            root = sim.find(channel, thread_ts)
+            if root is not None:
+                event["parent_user_id"] = root.user
+        if bot_id:
+            event["bot_id"] = bot_id
+            event["bot_profile"] = {"id": bot_id, "name": bot_id.lower(), "team_id": sim.team_id}
+        return event
+
+    def envelope(self, event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
+        """Wrap an event as the Events API delivers it to this workspace's bot."""
+        team_id = self.simulator.team_id
+        return {
+            "token": "XXXXdeprecatedXXXX",
+            "team_id": team_id,
+            "enterprise_id": None,
+            "context_team_id": team_id,
+            "context_enterprise_id": None,
+            "api_app_id": self.api_app_id,
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {
+                    "enterprise_id": None,
+                    "team_id": team_id,
+                    "user_id": self.simulator.bot_user_id,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+            "event_context": f"4-{uuid.uuid4().hex}",
+            "event": event,
+        }
+
+
+class SignedSlackClient(SlackPayloads):
     """Sends what Slack would send to an app, and records it in the simulator as Slack shows it."""
 
     def __init__(
@@ -56,10 +151,9 @@ class SignedSlackClient:
         *,
         api_app_id: str = "A0RELAY",
     ) -> None:
+        super().__init__(simulator, api_app_id=api_app_id)
         self.app_url = app_url
         self.signing_secret = signing_secret
-        self.simulator = simulator
-        self.api_app_id = api_app_id
 
     async def post(
         self,
@@ -89,21 +183,7 @@ class SignedSlackClient:
     ) -> HttpResult:
         """Send a slash command; a 200 response with a body is shown as the command's ack."""
         sim = self.simulator
-        fields = {
-            "token": "XXXXdeprecatedXXXX",
-            "team_id": sim.team_id,
-            "team_domain": "example",
-            "channel_id": channel,
-            "channel_name": "directmessage" if channel.startswith("D") else channel.lower(),
-            "user_id": user,
-            "user_name": sim.user_name(user),
-            "command": command,
-            "text": text,
-            "api_app_id": self.api_app_id,
-            "is_enterprise_install": "false",
-            "response_url": sim.new_response_url(channel=channel, user=user),
-            "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**10}.{uuid.uuid4().hex}",
-        }
+        fields = self.command_fields(text, channel=channel, user=user, command=command)
         sent_ts = sim.next_ts()
         result = await self.post(urlencode(fields).encode(), "application/x-www-form-urlencoded")
         if result.status == 200 and result.text.strip():
@@ -129,28 +209,9 @@ class SignedSlackClient:
         ``text`` is the full Slack text (see mention_text). Give ``ts`` and ``event_id`` of an
         earlier call with ``retry_num`` to redeliver it as Slack's retries do.
         """
-        sim = self.simulator
-        message = sim.find(channel, ts) if ts else None
-        if message is None:
-            message = sim.add_message(channel, text, user, thread_ts, ts=ts or "")
-        event: dict[str, Any] = {
-            "type": "app_mention",
-            "client_msg_id": str(uuid.uuid4()),
-            "user": user,
-            "team": sim.team_id,
-            "channel": channel,
-            "ts": message.ts,
-            "event_ts": message.ts,
-            "text": text,
-        }
-        if thread_ts:
-            event["thread_ts"] = thread_ts
-            root = sim.find(channel, thread_ts)
-            if root is not None:
-                event["parent_user_id"] = root.user
-        if bot_id:
-            event["bot_id"] = bot_id
-            event["bot_profile"] = {"id": bot_id, "name": bot_id.lower(), "team_id": sim.team_id}
+        event = self.mention_event(
+            text, channel=channel, user=user, thread_ts=thread_ts, ts=ts, bot_id=bot_id
+        )
         envelope = self.envelope(event, event_id=event_id)
         result = await self._deliver(envelope, retry_num=retry_num)
         return result.status, envelope
@@ -175,33 +236,6 @@ class SignedSlackClient:
             timestamp=timestamp,
         )
         return result.status
-
-    def envelope(self, event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
-        """Wrap an event as the Events API delivers it to this workspace's bot."""
-        team_id = self.simulator.team_id
-        return {
-            "token": "XXXXdeprecatedXXXX",
-            "team_id": team_id,
-            "enterprise_id": None,
-            "context_team_id": team_id,
-            "context_enterprise_id": None,
-            "api_app_id": self.api_app_id,
-            "type": "event_callback",
-            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
-            "event_time": int(time.time()),
-            "authorizations": [
-                {
-                    "enterprise_id": None,
-                    "team_id": team_id,
-                    "user_id": self.simulator.bot_user_id,
-                    "is_bot": True,
-                    "is_enterprise_install": False,
-                }
-            ],
-            "is_ext_shared_channel": False,
-            "event_context": f"4-{uuid.uuid4().hex}",
-            "event": event,
-        }
 
     async def _deliver(
         self,

@@ -6,11 +6,12 @@ returns the JSON body Slack would send, with ``ok: false`` and Slack's error nam
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay_plugin.tools.slack_blocks import blocks_problem, parse_blocks
+from relay_plugin.tools.slack_blocks import MAX_VIEW_BLOCKS, blocks_problem, parse_blocks
 
 MAX_TEXT_CHARS = 40_000
 DEFAULT_USERS: dict[str, dict[str, Any]] = {
@@ -61,6 +62,14 @@ class SlackWorkspace:
         }
         # Fields that override the default channel object, e.g. {"C0002": {"is_member": False}}.
         self.channels = channels or {}
+        # Channel id -> the people in it. Everyone is in C0001 and in each channel of
+        # ``channels``; tests change the sets to model other memberships. The bot's own
+        # membership is the channel's ``is_member`` field.
+        self.members: dict[str, set[str]] = {
+            channel_id: set(given_users) for channel_id in ("C0001", *self.channels)
+        }
+        # User id -> the last Home tab view published for that user.
+        self.home_views: dict[str, Body] = {}
         self._messages: list[PostedMessage] = []
         self._last_ts_us = 0
 
@@ -184,6 +193,71 @@ class SlackWorkspace:
         if channel is None:
             return {"ok": False, "error": "channel_not_found"}
         return {"ok": True, "channel": channel}
+
+    def users_conversations(self, params: Body) -> Body:
+        """Implement ``users.conversations`` for ``user`` (default: the bot), a page at a time.
+
+        As for a bot token on Slack, a private channel is listed only when the bot is in it too.
+        The cursor is the offset of the next page.
+        """
+        user = str(params.get("user") or self.bot_user_id)
+        if user not in self.users:
+            return {"ok": False, "error": "user_not_found"}
+        types = set(str(params.get("types") or "public_channel").split(","))
+        exclude_archived = str(params.get("exclude_archived", "")).lower() in ("true", "1")
+        found: list[Body] = []
+        for channel_id in sorted(self.members.keys() | self.channels.keys()):
+            channel = self._channel_object(channel_id)
+            if channel is None or channel["is_im"]:
+                continue
+            bot_is_member = bool(channel.get("is_member"))
+            if user == self.bot_user_id:
+                is_member = bot_is_member
+            else:
+                is_member = user in self.members.get(channel_id, set())
+            kind = "private_channel" if channel["is_private"] else "public_channel"
+            if not is_member or kind not in types:
+                continue
+            if (exclude_archived and channel.get("is_archived")) or (
+                channel["is_private"] and not bot_is_member
+            ):
+                continue
+            # Slack omits is_member from this method's channel objects.
+            found.append({key: value for key, value in channel.items() if key != "is_member"})
+        try:
+            offset = int(params.get("cursor") or 0)
+            limit = int(params.get("limit") or 100)
+        except ValueError:
+            return {"ok": False, "error": "invalid_cursor"}
+        end = offset + max(1, limit)
+        next_cursor = str(end) if end < len(found) else ""
+        return {"ok": True, "channels": found[offset:end],
+                "response_metadata": {"next_cursor": next_cursor}}  # fmt: skip
+
+    def views_publish(self, params: Body) -> Body:
+        """Implement ``views.publish`` for Home tab views and keep each user's last view."""
+        user = str(params.get("user_id", ""))
+        view = params.get("view")
+        if isinstance(view, str):
+            try:
+                view = json.loads(view)
+            except ValueError:
+                view = None
+        # NOTE: Slack's exact error names for these two cases are guesses.
+        if user not in self.users or not isinstance(view, dict) or view.get("type") != "home":
+            return {"ok": False, "error": "invalid_arguments"}
+        blocks = view.get("blocks")
+        problem = (
+            "blocks must be a list"
+            if not isinstance(blocks, list)
+            else blocks_problem(blocks, max_blocks=MAX_VIEW_BLOCKS)
+        )
+        if problem:
+            return {"ok": False, "error": "invalid_arguments",
+                    "response_metadata": {"messages": [problem]}}  # fmt: skip
+        self.home_views[user] = view
+        self.notify()
+        return {"ok": True, "view": {"id": f"V{user}", "team_id": self.team_id, **view}}
 
     # Storage
 
