@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench clean
+.PHONY: test demo bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,16 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/relay-plugin demo
 
-bench: $(STAMP)
+# The bench extra adds requests (for the naive baseline app) and py-spy (for --profile).
+$(VENV)/.bench-installed: $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/run.py
+
+bench-quick: $(VENV)/.bench-installed
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -35,8 +35,10 @@ REQUIRED_SCOPES = {
     "chat:write": "answers cannot be posted",
     "commands": "/relay does not work",
     "users:read": "user mentions show ids, and admins cannot be recognized",
-    "channels:read": "the Home tab cannot list public channels",
-    "groups:read": "the Home tab cannot list private channels",
+    "channels:read": "the Home tab cannot list public channels, and /relay bind cannot tell "
+    "whether the app is in the channel",
+    "groups:read": "the Home tab cannot list private channels, and /relay bind cannot tell "
+    "whether the app is in one",
 }
 _TOKEN_FIXES = {
     "invalid_auth": "copy the Bot User OAuth Token (xoxb-...) again from the app's OAuth & "

@@ -1,4 +1,4 @@
-"""Mentions end to end: events into the real app as signed HTTP or over Socket Mode, answers in threads."""
+"""Mentions end to end over signed HTTP and over Socket Mode, with replies in the simulator's threads."""
 
 import json
 import uuid

@@ -54,7 +54,7 @@ class SocketModeConnection:
         self._handler: AsyncSocketModeHandler | None = None
 
     async def open(self) -> None:
-        """Connect to Slack; raises ConfigError for a rejected token, SocketModeError otherwise.
+        """Connect to Slack. Raises ConfigError for a rejected token and SocketModeError otherwise.
 
         Only the first connection is checked here. Later reconnects are slack_sdk's, which
         retries them for as long as the process runs and logs each failure.
@@ -73,16 +73,16 @@ class SocketModeConnection:
         except TimeoutError:
             await self.close()
             raise SocketModeError(
-                f"Socket Mode: no websocket connection within {self._connect_timeout_s:g} s; "
-                "check that this host can reach Slack's wss:// endpoints"
+                f"Socket Mode: the websocket connection timed out after {self._connect_timeout_s:g} s. "
+                "Check that this host can reach Slack's wss:// endpoints."
             ) from None
         except BaseException:
             await self.close()
             raise
-        log.info("Socket Mode connected; Slack events and commands arrive over the websocket")
+        log.info("Socket Mode connected, so Slack events and commands arrive over the websocket")
 
     async def close(self) -> None:
-        """Close the websocket and stop reconnecting; calling it twice is harmless."""
+        """Close the websocket and stop reconnecting. Calling it twice is harmless."""
         handler, self._handler = self._handler, None
         if handler is not None:
             await handler.close_async()
@@ -96,9 +96,9 @@ class SocketModeConnection:
             if error in TOKEN_ERRORS:
                 raise ConfigError(
                     "SLACK_APP_TOKEN",
-                    f"rejected by Slack's apps.connections.open ({error}); generate an app-level "
+                    f"rejected by Slack's apps.connections.open ({error}). Generate an app-level "
                     "token with the connections:write scope under Basic Information, App-Level "
-                    "Tokens",
+                    "Tokens.",
                 ) from exc
             raise SocketModeError(f"Socket Mode: apps.connections.open failed: {error}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -1,10 +1,10 @@
 """A client that sends Slack's commands and events to an app over the simulator's Socket Mode side.
 
 Its methods have the names, arguments and results of SignedSlackClient's, so one test can run
-over either transport. Each result is the HTTP response that stands for the same delivery:
-status 200 once the app acknowledges the envelope, with the ack payload as a JSON body, and
-status 404 with an empty body when no ack arrives in time. 404 is what Bolt's HTTP adapter
-answers when no listener acknowledges a request, and over Socket Mode Bolt then sends no ack.
+over either transport. Each result stands for the HTTP response to the same delivery. Once the
+app acknowledges the envelope, the status is 200 and the body is the ack payload as JSON. When
+no ack arrives in time, the status is 404 and the body is empty. Bolt's HTTP adapter answers 404
+when no listener acknowledges a request, and over Socket Mode Bolt then sends no ack.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class SocketModeSlackClient(SlackPayloads):
     async def command(
         self, text: str, *, channel: str = "C0001", user: str = "U0001", command: str = "/relay"
     ) -> HttpResult:
-        """Send a slash command; the simulator shows a timely ack payload as the ephemeral reply."""
+        """Send a slash command. The simulator shows a timely ack payload as the ephemeral reply."""
         sim = self.simulator
         fields = self.command_fields(text, channel=channel, user=user, command=command)
         envelope = await sim.socket_mode.push_command(fields, sent_ts=sim.next_ts())
@@ -72,15 +72,15 @@ class SocketModeSlackClient(SlackPayloads):
         *,
         event_id: str | None = None,
         retry_num: int | None = None,
-        retry_reason: str = "timeout",
+        retry_reason: str = "http_timeout",
     ) -> int:
-        """Push any event in an ``event_callback`` body; return 200 when acked, else 404."""
+        """Push any event in an ``event_callback`` body. Returns 200 when acked and 404 otherwise."""
         body = self.envelope(event, event_id=event_id)
         result = await self._deliver(body, retry_num=retry_num, retry_reason=retry_reason)
         return result.status
 
     async def _deliver(
-        self, body: dict[str, Any], *, retry_num: int | None, retry_reason: str = "timeout"
+        self, body: dict[str, Any], *, retry_num: int | None, retry_reason: str = "http_timeout"
     ) -> HttpResult:
         socket = self.simulator.socket_mode
         if retry_num is None:

@@ -3,9 +3,10 @@
 An app calls ``apps.connections.open`` with its app-level token (``xapp-...``) in the
 ``Authorization: Bearer`` header and receives a ``ws://`` URL with a one-time ticket. The simulator
 accepts that websocket, sends ``hello``, pushes envelopes (``events_api``, ``slash_commands``,
-``interactive``) and checks and records every acknowledgement. Slack expects an ack within
-3 seconds. A slash command's ack may carry a ``payload``, which Slack shows to the user as the
-ephemeral reply, so the simulator stores it as one. Tests can also close the websocket or send a
+``interactive``) and checks and records every acknowledgement. An envelope counts as failed when
+no ack arrives within 3 seconds, Slack's limit for acknowledging events and commands over HTTP.
+A slash command's ack may carry a ``payload``, which Slack shows to the user as the ephemeral
+reply, so the simulator stores it as one. Tests can also close the websocket or send a
 ``disconnect`` message, as Slack does before it refreshes a connection.
 """
 
@@ -103,7 +104,7 @@ class SocketModeServer:
     # apps.connections.open
 
     def open_connection(self, header_token: str) -> Body:
-        """Implement ``apps.connections.open``: a fresh one-time websocket URL for the app token."""
+        """Implement ``apps.connections.open``, which returns a one-time websocket URL."""
         # Slack reads this method's token only from the Authorization header.
         if not header_token:
             return {"ok": False, "error": "not_authed"}
@@ -126,11 +127,12 @@ class SocketModeServer:
             # NOTE: how Slack rejects an unknown or reused ticket is a guess.
             return web.json_response({"ok": False, "error": "invalid_ticket"}, status=401)
         self._tickets.discard(ticket)
+
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         connection = SocketConnection(next(self._numbers), ws)
         self.connections.append(connection)
-        # NOTE: the hello fields follow Slack's Socket Mode guide as remembered; apps read only "type".
+        # NOTE: the hello fields other than "type" are unverified. slack_sdk 3.48 reads only "type".
         await ws.send_json({
             "type": "hello",
             "num_connections": sum(1 for c in self.connections if not c.ws.closed),
@@ -141,6 +143,7 @@ class SocketModeServer:
         connection.ready = True
         logger.info("Socket Mode connection %d opened", connection.number)
         self.sim.notify()
+
         try:
             async for message in ws:
                 if message.type == WSMsgType.TEXT:
@@ -197,7 +200,7 @@ class SocketModeServer:
             envelope.problems.append(text)
         self.sim.notify()
 
-    # What tests do
+    # Test controls
 
     def current(self) -> SocketConnection | None:
         """Return the newest open connection, which receives the next envelope, or None."""
@@ -255,7 +258,7 @@ class SocketModeServer:
         )
 
     async def push_command(self, fields: Body, *, sent_ts: str = "") -> Envelope:
-        """Send slash command fields; a timely ack payload is shown as the ephemeral reply.
+        """Send slash command fields. A timely ack payload is shown as the ephemeral reply.
 
         Pass a ``sent_ts`` taken when the command was typed, so that the ack sorts before the
         response_url posts that the app may send before its ack arrives.
@@ -271,7 +274,7 @@ class SocketModeServer:
         return await self.push("interactive", payload, accepts_response_payload=accepts)
 
     async def wait_for_ack(self, envelope: Envelope, timeout: float | None = None) -> Envelope:
-        """Wait for the app's ack of ``envelope``; raise TimeoutError when it does not come."""
+        """Wait for the app's ack of ``envelope``. Raises TimeoutError when none arrives in time."""
         limit = self.ack_timeout_s if timeout is None else timeout
         try:
             await self.sim.wait_for(lambda: envelope.acked, limit)
