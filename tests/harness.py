@@ -178,6 +178,9 @@ class Stack:
             "actions": [{**action, "block_id": "relay_controls", "type": "button",
                          "action_ts": "1700000000.000001"}],
         }  # fmt: skip
+        if self.transport == "socket":
+            envelope = await self.sim.socket_mode.push_interactive(payload)
+            return await self.sim.socket_mode.wait_for_ack(envelope)
         body = urlencode({"payload": json.dumps(payload)}).encode()
         return await self.slack.post(body, "application/x-www-form-urlencoded")
 
