@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import platformdirs
 
@@ -20,6 +20,9 @@ DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 BIND_POLICIES = ("admins", "everyone")
 _INSTANCE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+# Bolt's default path of the OAuth redirect, which the app serves.
+OAUTH_REDIRECT_PATH = "/slack/oauth_redirect"
+MIN_STATE_SECRET_CHARS = 16
 
 
 def default_data_dir() -> Path:
@@ -35,6 +38,10 @@ class Settings:
     slack_bot_token: str = field(default="", repr=False)
     slack_signing_secret: str = field(default="", repr=False)
     slack_app_token: str = field(default="", repr=False)
+    slack_client_id: str = ""
+    slack_client_secret: str = field(default="", repr=False)
+    slack_state_secret: str = field(default="", repr=False)
+    slack_redirect_uri: str = ""
     slack_api_url: str = DEFAULT_SLACK_API_URL
     host: str = "0.0.0.0"
     port: int = 3000
@@ -61,6 +68,16 @@ class Settings:
         """Whether Slack delivers events over Socket Mode (SLACK_APP_TOKEN is set) instead of HTTP."""
         return bool(self.slack_app_token)
 
+    @property
+    def oauth(self) -> bool:
+        """Whether workspaces install the app through OAuth (SLACK_CLIENT_ID and co. are set)."""
+        return bool(self.slack_client_id)
+
+    @property
+    def slack_authorize_url(self) -> str:
+        """Slack's OAuth authorize page, ``/oauth/v2/authorize`` beside SLACK_API_URL's ``/api/``."""
+        return urljoin(self.slack_api_url, "../oauth/v2/authorize")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, require_slack: bool = True) -> Settings:
         """Build settings from ``env``; a missing or malformed value raises ConfigError."""
@@ -68,17 +85,22 @@ class Settings:
         bot_token = reader.text("SLACK_BOT_TOKEN")
         signing_secret = reader.text("SLACK_SIGNING_SECRET")
         app_token = reader.text("SLACK_APP_TOKEN")
-        if require_slack:
+        client_id, client_secret, state_secret = reader.oauth_credentials(check=require_slack)
+        if client_id:
+            bot_token = ""  # each workspace's bot token comes from its installation
+        if require_slack and not client_id:
             if not bot_token:
                 raise ConfigError(
                     "SLACK_BOT_TOKEN",
                     "missing; set it to the app's Bot User OAuth Token (xoxb-...) from the "
-                    "OAuth & Permissions page",
+                    "OAuth & Permissions page, or set SLACK_CLIENT_ID, SLACK_CLIENT_SECRET and "
+                    "SLACK_STATE_SECRET to install the app into workspaces through OAuth",
                 )
             if not bot_token.startswith("xoxb-"):
                 raise ConfigError(
                     "SLACK_BOT_TOKEN", "malformed; a bot token starts with 'xoxb-'"
                 )
+        if require_slack:
             if app_token and not app_token.startswith("xapp-"):
                 raise ConfigError(
                     "SLACK_APP_TOKEN",
@@ -122,6 +144,10 @@ class Settings:
             slack_bot_token=bot_token,
             slack_signing_secret=signing_secret,
             slack_app_token=app_token,
+            slack_client_id=client_id,
+            slack_client_secret=client_secret,
+            slack_state_secret=state_secret,
+            slack_redirect_uri=reader.redirect_uri(client_id),
             slack_api_url=reader.api_url("SLACK_API_URL", DEFAULT_SLACK_API_URL),
             host=reader.text("HOST") or "0.0.0.0",
             port=reader.integer("PORT", 3000, minimum=0, maximum=65535),
@@ -238,6 +264,46 @@ class _Reader:
                     name, f"{user_id!r} is not a Slack user id; list ids like U0123ABCD, comma-separated"
                 )
         return frozenset(ids)
+
+    def oauth_credentials(self, *, check: bool) -> tuple[str, str, str]:
+        """Return SLACK_CLIENT_ID, SLACK_CLIENT_SECRET and SLACK_STATE_SECRET: all three or none."""
+        names = ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET", "SLACK_STATE_SECRET")
+        values = {name: self.text(name) for name in names}
+        missing = [name for name, value in values.items() if not value]
+        if not check or len(missing) == len(names):
+            return "", "", ""
+        if missing:
+            raise ConfigError(
+                missing[0],
+                f"missing; OAuth installation needs {', '.join(names)} together, and "
+                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set. Copy the "
+                "Client ID and Client Secret from the app's Basic Information page and set "
+                "SLACK_STATE_SECRET to a long random string, or unset all three and set "
+                "SLACK_BOT_TOKEN",
+            )
+        client_id, client_secret, state_secret = values.values()
+        if len(state_secret) < MIN_STATE_SECRET_CHARS:
+            raise ConfigError(
+                "SLACK_STATE_SECRET",
+                f"too short ({len(state_secret)} characters); use at least "
+                f"{MIN_STATE_SECRET_CHARS} random characters, e.g. the output of "
+                "`openssl rand -hex 32`",
+            )
+        return client_id, client_secret, state_secret
+
+    def redirect_uri(self, client_id: str) -> str:
+        """Return SLACK_REDIRECT_URI in OAuth mode; "" lets Slack use the app's Redirect URL."""
+        raw = self.text("SLACK_REDIRECT_URI")
+        if not client_id or not raw:
+            return ""
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+            raise ConfigError(
+                "SLACK_REDIRECT_URI",
+                f"{raw!r} is not an http(s) URL; give the Redirect URL listed on the app's "
+                f"OAuth & Permissions page, e.g. https://relay.example.com{OAUTH_REDIRECT_PATH}",
+            )
+        return raw
 
     def log_level(self, name: str, default: str) -> str:
         raw = self.text(name).upper()

@@ -1,4 +1,4 @@
-"""Durable store of bot bindings and seen Slack events: one SQLite file in the data folder.
+"""Durable store of bot bindings, seen Slack events and more: one SQLite file in the data folder.
 
 Every write is a short ``BEGIN IMMEDIATE`` transaction with ``synchronous=FULL`` in WAL mode, so a
 returned ``put`` survives a killed process, and two processes sharing the folder wait for each
@@ -16,7 +16,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -35,6 +35,7 @@ from relay_plugin.core.store_file import (
     restrict_modes,
     store_error,
 )
+from relay_plugin.core.store_schema import MIGRATIONS as SCHEMA_MIGRATIONS, Migration
 from relay_plugin.errors import InvalidBindingError, StoreError
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ _REMOVE_SQL = "DELETE FROM bindings WHERE team_id = ? AND channel_id = ? AND bot
 _SEEN_SQL = "SELECT expires_at FROM seen_events WHERE key = ?"
 _CLAIM_SQL = "INSERT OR REPLACE INTO seen_events (key, expires_at) VALUES (?, ?)"
 _PRUNE_SQL = "DELETE FROM seen_events WHERE expires_at <= ?"
+# Tables with a row per workspace, which delete_team() empties for one workspace.
+_TEAM_TABLES = ("bindings", "pending_tasks", "installations")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,46 +109,16 @@ def _validate_id(name: str, value: str, hint: str) -> None:
         )
 
 
-def _create_schema_v1(conn: sqlite3.Connection) -> None:
-    # The primary keys are the lookup indexes, so get() and channel() search them, never scan.
-    conn.execute(
-        "CREATE TABLE bindings ("
-        " team_id TEXT NOT NULL, channel_id TEXT NOT NULL, bot TEXT NOT NULL,"
-        " url TEXT NOT NULL, token TEXT NOT NULL DEFAULT '', dedupe INTEGER NOT NULL DEFAULT 0,"
-        " created_by TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL,"
-        " PRIMARY KEY (team_id, channel_id, bot)) WITHOUT ROWID"
-    )
-    conn.execute(
-        "CREATE TABLE seen_events (key TEXT PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID"
-    )
-    conn.execute("CREATE INDEX seen_events_expiry ON seen_events (expires_at)")
-
-
-def _create_pending_tasks_v2(conn: sqlite3.Connection) -> None:
-    # Relays whose remote answered 202 and reports later through the callback endpoint.
-    conn.execute(
-        "CREATE TABLE pending_tasks ("
-        " task_id TEXT PRIMARY KEY, team_id TEXT NOT NULL, channel_id TEXT NOT NULL,"
-        " thread_ts TEXT NOT NULL, working_ts TEXT NOT NULL, bot TEXT NOT NULL,"
-        " user_id TEXT NOT NULL, started_at REAL NOT NULL, expires_at REAL NOT NULL)"
-        " WITHOUT ROWID"
-    )
-    conn.execute("CREATE INDEX pending_tasks_expiry ON pending_tasks (expires_at)")
-
-
-Migration = Callable[[sqlite3.Connection], None]
-
-
 class BindingStore:
     """Bot bindings keyed by (team, channel, bot), plus a durable set of seen event keys.
 
     Thread-safe: one connection guarded by a lock, so methods may run in ``asyncio.to_thread``.
     """
 
-    SCHEMA_VERSION: ClassVar[int] = 2
+    SCHEMA_VERSION: ClassVar[int] = 3
     FILE_NAME: ClassVar[str] = "relay.db"
     # MIGRATIONS[v] upgrades a file at schema version v to v + 1, inside one write transaction.
-    MIGRATIONS: ClassVar[tuple[Migration, ...]] = (_create_schema_v1, _create_pending_tasks_v2)
+    MIGRATIONS: ClassVar[tuple[Migration, ...]] = SCHEMA_MIGRATIONS
 
     def __init__(self, data_dir: Path, *, prune_interval_s: float = PRUNE_INTERVAL_S) -> None:
         self._dir = Path(data_dir)
@@ -217,6 +190,17 @@ class BindingStore:
     def count(self) -> int:
         """Return the number of bindings."""
         return int(self._read("SELECT COUNT(*) FROM bindings", ())[0][0])
+
+    def delete_team(self, team_id: str) -> dict[str, int]:
+        """Delete a workspace's bindings, pending tasks and installation in one transaction.
+
+        Returns the number of rows deleted from each table. Seen event keys stay until they expire.
+        """
+        with self._write("delete workspace") as conn:
+            return {
+                table: conn.execute(f"DELETE FROM {table} WHERE team_id = ?", (team_id,)).rowcount
+                for table in _TEAM_TABLES
+            }
 
     def claim_event(self, key: str, ttl_s: float) -> bool:
         """Record ``key`` as seen for ``ttl_s`` seconds, or return False if it is already seen.

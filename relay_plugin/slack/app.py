@@ -37,6 +37,7 @@ from relay_plugin.slack.commands import RelayCommand
 from relay_plugin.slack.home import HomeTab
 from relay_plugin.slack.mentions import MentionLimits, MentionRelay
 from relay_plugin.slack.names import NameCache
+from relay_plugin.slack.oauth import OAuthInstalls, add_oauth_routes
 from relay_plugin.slack.permissions import BindPermission
 from relay_plugin.slack.poster import ThreadPoster
 from relay_plugin.slack.progress import ActiveRelays, StatusTicker
@@ -69,6 +70,8 @@ def create_web_app(settings: Settings) -> web.Application:
         # Over Socket Mode nothing arrives here, and the signing secret that checks it may be unset.
         app.router.add_post(SLACK_EVENTS_PATH, _slack_events)
     app.router.add_post(CALLBACK_PATH, _report)
+    if settings.oauth:
+        add_oauth_routes(app)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get(METRICS_PATH, metrics_handler(app[METRICS]))
     return app
@@ -111,7 +114,7 @@ async def _bolt(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     session = aiohttp.ClientSession()
     client = AsyncWebClient(
-        token=settings.slack_bot_token,
+        token=settings.slack_bot_token or None,
         base_url=settings.slack_api_url,
         session=session,
         retry_handlers=[
@@ -121,8 +124,11 @@ async def _bolt(app: web.Application) -> AsyncIterator[None]:
             SlackErrorCounter(app[METRICS]),  # last, so it counts each call's final result
         ],
     )
+    oauth = OAuthInstalls(settings, app[STORE], client) if settings.oauth else None
     bolt = AsyncApp(
         client=client,
+        oauth_settings=oauth.settings if oauth else None,
+        authorize=oauth.authorize if oauth else None,
         signing_secret=settings.slack_signing_secret,
         process_before_response=False,
     )
@@ -150,7 +156,7 @@ async def _bolt(app: web.Application) -> AsyncIterator[None]:
     cancel = CancelButton(app[MANAGER], active, pending, poster, permission, names, app[TRACKER])
     bolt.action(CANCEL_ACTION_ID)(cancel.handle)
     app[REPORTS] = TaskReports(
-        app[MANAGER], pending, active, poster, lambda team: client,
+        app[MANAGER], pending, active, poster, oauth.client_for if oauth else lambda team: client,
         default_token=settings.relay_token, max_answer_chars=settings.max_answer_chars,
     )  # fmt: skip
     loops = [
@@ -163,7 +169,10 @@ async def _bolt(app: web.Application) -> AsyncIterator[None]:
     bolt.event("app_home_opened")(home.handle)
     app[BOLT] = bolt
     try:
-        await _check_bot_token(client)
+        if oauth is not None:
+            oauth.register(bolt, app)
+        else:
+            await _check_bot_token(client)
     except BaseException:
         await _stop(loops)
         await session.close()

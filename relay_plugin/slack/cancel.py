@@ -95,7 +95,7 @@ class CancelButton:
             relay = self._active.finish(task_id, "canceled")
             team, channel_id, working_ts = task.team_id, task.channel_id, task.working_ts
             bot, started_at = task.bot, task.started_at
-        name = (await self._names.users(client, {user})).get(user, user)
+        name = (await self._names.users(client, team, {user})).get(user, user)
         log.info("relay canceled by user=%s bot=%s channel=%s task=%s", user, bot, channel_id, task_id)
         payload = canceled_payload(bot, f"@{name}", time.time() - started_at, task_id)
         if relay is not None:

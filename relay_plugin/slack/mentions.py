@@ -195,7 +195,7 @@ class MentionRelay:
             return
 
         content = decode_slack_text(
-            route.text, users=await self._names.users(client, unlabeled_user_ids(route.text))
+            route.text, users=await self._names.users(client, team, unlabeled_user_ids(route.text))
         )
         size = len(content.encode("utf-8"))
         if size > self._limits.max_content_bytes:

@@ -15,22 +15,23 @@ log = logging.getLogger(__name__)
 class NameCache:
     """Resolve user ids to display names with ``users.info``, cached for ``ttl_s``.
 
-    A failed lookup is cached too (as the bare id), so a missing scope costs one call per id per
-    ``ttl_s``, not one per message.
+    Entries are kept per workspace, because a user of another workspace may be visible to one
+    installation and not to another. A failed lookup is cached too (as the bare id), so a missing
+    scope costs one call per id per ``ttl_s``, not one per message.
     """
 
     def __init__(self, *, ttl_s: float = 600.0, max_entries: int = 10_000) -> None:
         self._ttl_s = ttl_s
         self._max_entries = max_entries
-        self._entries: dict[str, tuple[float, str]] = {}
+        self._entries: dict[tuple[str, str], tuple[float, str]] = {}
 
-    async def users(self, client: AsyncWebClient, ids: set[str]) -> dict[str, str]:
-        """Return display names of the given user ids."""
-        return {uid: await self._lookup(client, uid) for uid in sorted(ids)}
+    async def users(self, client: AsyncWebClient, team: str, ids: set[str]) -> dict[str, str]:
+        """Return display names of the given user ids, as the workspace ``team`` shows them."""
+        return {uid: await self._lookup(client, team, uid) for uid in sorted(ids)}
 
-    async def _lookup(self, client: AsyncWebClient, user_id: str) -> str:
+    async def _lookup(self, client: AsyncWebClient, team: str, user_id: str) -> str:
         now = time.monotonic()
-        cached = self._entries.get(user_id)
+        cached = self._entries.get((team, user_id))
         if cached and cached[0] > now:
             return cached[1]
         name = user_id
@@ -44,5 +45,5 @@ class NameCache:
             name = profile.get("display_name") or user.get("real_name") or user.get("name") or name
         if len(self._entries) >= self._max_entries:
             self._entries.clear()
-        self._entries[user_id] = (now + self._ttl_s, name)
+        self._entries[(team, user_id)] = (now + self._ttl_s, name)
         return name

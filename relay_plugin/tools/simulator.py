@@ -8,7 +8,6 @@ rate limited. A test can inject failures and wait for changes without fixed slee
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import json
 import logging
@@ -19,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from relay_plugin.tools.slack_blocks import parse_blocks
+from relay_plugin.tools.slack_oauth import SlackOAuth
 from relay_plugin.tools.slack_render import render_thread
 from relay_plugin.tools.slack_workspace import Body, PostedMessage, SlackWorkspace, content_problem
 from relay_plugin.tools.socket_mode import SocketModeServer
@@ -81,6 +81,7 @@ class SlackSimulator(SlackWorkspace):
         # x-oauth-scopes header, as Slack does.
         self.scopes: list[str] | None = None
         self.socket_mode = SocketModeServer(self, app_token)
+        self.oauth = SlackOAuth(self)
         self.calls: list[ApiCall] = []
         self.responses: list[Body] = []
         self.api_url = ""
@@ -120,6 +121,7 @@ class SlackSimulator(SlackWorkspace):
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
         self.socket_mode.add_routes(app)
+        self.oauth.add_routes(app)
         app.router.add_post("/response/{url_id}", self._handle_response_url)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -131,6 +133,7 @@ class SlackSimulator(SlackWorkspace):
 
     async def stop(self) -> None:
         """Stop serving; calling it twice is harmless."""
+        await self.oauth.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -220,6 +223,8 @@ class SlackSimulator(SlackWorkspace):
             # The app-level token, not the bot token, authenticates this method.
             app_token = _bearer_token(request.headers.get("Authorization", ""))
             return _reply(self.socket_mode.open_connection(app_token))
+        if method == "oauth.v2.access":
+            return _reply(self.oauth.access(params, request.headers.get("Authorization", "")))
         handler = self._methods.get(method)
         if handler is None:
             return _reply({"ok": False, "error": "unknown_method"})
@@ -227,11 +232,16 @@ class SlackSimulator(SlackWorkspace):
         token = header_token or str(params.get("token", ""))
         if not token:
             return _reply({"ok": False, "error": "not_authed"})
-        if not hmac.compare_digest(token.encode(), self.bot_token.encode()):
-            return _reply({"ok": False, "error": "invalid_auth"})
+        # The token picks the workspace: this one, or one that self.oauth added.
+        owner, error = self.oauth.owner(token)
+        if owner is None:
+            return _reply({"ok": False, "error": error})
+        if owner is not self:
+            owner.calls.append(self.calls[-1])
+            handler = owner._methods[method]
         response = _reply(handler(params))
-        if self.scopes is not None:
-            response.headers["x-oauth-scopes"] = ",".join(self.scopes)
+        if owner.scopes is not None:
+            response.headers["x-oauth-scopes"] = ",".join(owner.scopes)
         return response
 
     async def _handle_response_url(self, request: web.Request) -> web.Response:
