@@ -1,5 +1,6 @@
 """Mentions end to end over signed HTTP and over Socket Mode, with replies in the simulator's threads."""
 
+import asyncio
 import json
 import uuid
 
@@ -187,9 +188,12 @@ async def test_failed_update_posts_answer_instead(stack):
     assert "task=" in line
 
 
-async def test_unpostable_working_note_skips_relay(stack):
+async def test_unpostable_working_note_stops_relay(stack):
     stack.sim.fail_next("chat.postMessage", "channel_not_found", times=1)
-    await stack.mention("echo lost note")
+    event = await stack.mention("echo lost note")
     line = await stack.app.wait_for_log("chat.postMessage failed")
+    stopped = await stack.app.wait_for_log("relay stopped: its working note could not be posted")
+    await asyncio.sleep(0.3)  # an answer that slipped through would be posted by now
     assert "channel_not_found" in line
-    assert stack.agent.received == []
+    assert "task=" in stopped
+    assert stack.bot_replies("C0001", event["ts"]) == []

@@ -142,8 +142,10 @@ async def test_cancel_after_answer_says_finished(tmp_path):
         stale = type(note)(**{**note.__dict__, "blocks": [
             {"type": "actions", "elements": [{"action_id": "relay_cancel", "value": "x", "type": "button",
                                               "text": {"type": "plain_text", "text": "Cancel"}}]}]})  # fmt: skip
+        before = len(stack.sim.ephemerals("C0001", "U0001"))
         await stack.click_cancel(stale)
-        await stack.sim.wait_for(lambda: stack.sim.ephemerals("C0001", "U0001"), description="reply")
+        await stack.sim.wait_for(lambda: len(stack.sim.ephemerals("C0001", "U0001")) > before,
+                                 description="reply")  # fmt: skip
         told = stack.sim.ephemerals("C0001", "U0001")[-1].text
     assert told == "This relay has already finished."
     assert note.blocks[0]["text"] == "echo: quick"
@@ -167,9 +169,7 @@ async def test_forged_and_duplicate_callbacks(tmp_path):
                              **public_env()) as stack:  # fmt: skip
         await stack.command(f"bind later {stack.agent_url} token={TOKEN}")
         event = await stack.mention("later one")
-        await stack.sim.wait_for(lambda: stack.agent.received, description="relay sent")
-        await stack.sim.wait_for(lambda: any("accepted the task" in json.dumps(m.blocks)
-                                             for m in stack.bot_replies("C0001", event["ts"])) or True)
+        await stack.app.wait_for_log("waiting up to")
         task_id = json.loads(stack.agent.received[0].body)["task_id"]
         report = {"task_id": task_id, "status": "completed", "response": "signed answer"}
         forged = await post_report(stack, {**report, "response": "forged"}, key="wrong-key")
@@ -194,7 +194,7 @@ async def test_pending_task_survives_restart(tmp_path):
         event = await first.mention("later across restarts")
         await first.sim.wait_for(lambda: first.agent.received, description="relay sent")
         task_id = json.loads(first.agent.received[0].body)["task_id"]
-        await first.app.wait_for_log("relay done")
+        await first.app.wait_for_log("waiting up to")
         thread = first.sim.thread("C0001", event["ts"])
     async with running_stack(data, agent_token=TOKEN, **env) as second:
         for message in thread:  # the new simulator starts empty; give it the old thread
@@ -221,7 +221,7 @@ async def test_cancel_pending_async_task(tmp_path):
         await stack.command(f"bind later {stack.agent_url} token={TOKEN}")
         event = await stack.mention("later stop")
         note = await working_note(stack, event["ts"])
-        await stack.app.wait_for_log("relay done")
+        await stack.app.wait_for_log("waiting up to")
         await stack.click_cancel(note)
         await stack.sim.wait_for(lambda: "Canceled by" in note.text, description="canceled")
         await stack.sim.wait_for(lambda: stack.agent.canceled, description="cancel notice")
@@ -233,10 +233,10 @@ async def test_cancel_pending_async_task(tmp_path):
 
 async def test_assistant_status_set_and_cleared(tmp_path):
     async with running_stack(tmp_path / "data") as stack:
-        await stack.command(f"bind echo {stack.agent_url}")
-        event = await stack.mention("echo status")
-        await stack.final_replies("C0001", event["ts"])
-        key = ("C0001", event["ts"])
+        await stack.command(f"bind echo {stack.agent_url}", channel="D0001")
+        event = await stack.mention("echo status", channel="D0001")
+        await stack.final_replies("D0001", event["ts"])
+        key = ("D0001", event["ts"])
         await stack.sim.wait_for(lambda: len(stack.sim.assistant_statuses.get(key, [])) == 2,
                                  description="status set and cleared")  # fmt: skip
     assert stack.sim.assistant_statuses[key] == ["is asking echo…", ""]
@@ -244,12 +244,21 @@ async def test_assistant_status_set_and_cleared(tmp_path):
 
 async def test_assistant_status_failure_never_blocks(tmp_path):
     async with running_stack(tmp_path / "data") as stack:
-        await stack.command(f"bind echo {stack.agent_url}")
+        await stack.command(f"bind echo {stack.agent_url}", channel="D0001")
         stack.sim.fail_next("assistant.threads.setStatus", "missing_scope")
-        first = await stack.mention("echo one")
-        replies = await stack.final_replies("C0001", first["ts"])
-        second = await stack.mention("echo two")
-        await stack.final_replies("C0001", second["ts"])
+        first = await stack.mention("echo one", channel="D0001")
+        replies = await stack.final_replies("D0001", first["ts"])
+        second = await stack.mention("echo two", channel="D0001")
+        await stack.final_replies("D0001", second["ts"])
     assert replies[0].blocks[0]["text"] == "echo: one"
-    assert ("C0001", second["ts"]) not in stack.sim.assistant_statuses
+    assert ("D0001", second["ts"]) not in stack.sim.assistant_statuses
     assert any("thread statuses are off" in line for line in stack.app.logs)
+
+
+async def test_assistant_status_skipped_in_channels(tmp_path):
+    async with running_stack(tmp_path / "data") as stack:
+        await stack.command(f"bind echo {stack.agent_url}")
+        event = await stack.mention("echo plain channel")
+        await stack.final_replies("C0001", event["ts"])
+        calls = [call.method for call in stack.sim.calls]
+    assert "assistant.threads.setStatus" not in calls

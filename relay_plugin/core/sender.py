@@ -65,11 +65,14 @@ def new_client_session(
     """
     # force_close: a fresh connection per request. A reused keep-alive connection that the
     # remote has just closed fails as a disconnect after sending, which is not safe to retry.
+    # limit=0: aiohttp's default of 100 connections would cap relays in flight whatever the
+    # per-endpoint gate allows, and a relay waiting for a pooled connection would count that
+    # wait against its connect timeout.
     if guard is None:
-        connector = aiohttp.TCPConnector(force_close=True)
+        connector = aiohttp.TCPConnector(force_close=True, limit=0)
     else:
         connector = aiohttp.TCPConnector(
-            force_close=True, resolver=GuardedResolver(guard), use_dns_cache=False
+            force_close=True, limit=0, resolver=GuardedResolver(guard), use_dns_cache=False
         )
     return aiohttp.ClientSession(
         connector=connector,

@@ -112,7 +112,9 @@ def _validate_id(name: str, value: str, hint: str) -> None:
 class BindingStore:
     """Bot bindings keyed by (team, channel, bot), plus a durable set of seen event keys.
 
-    Thread-safe: one connection guarded by a lock, so methods may run in ``asyncio.to_thread``.
+    Thread-safe, so methods may run in ``asyncio.to_thread``. Writes go through one connection
+    and reads through a second, each behind its own lock: in WAL mode a read sees the last
+    commit without waiting for a writer's fsync.
     """
 
     SCHEMA_VERSION: ClassVar[int] = 3
@@ -124,6 +126,7 @@ class BindingStore:
         self._dir = Path(data_dir)
         self._path = self._dir / self.FILE_NAME
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
         self._prune_interval_s = prune_interval_s
         self._next_prune = 0.0
         prepare_folder(self._dir)
@@ -132,6 +135,7 @@ class BindingStore:
         else:
             check_existing(self._path, self.SCHEMA_VERSION)
         self._conn: sqlite3.Connection | None = self._connect()
+        self._read_conn: sqlite3.Connection | None = self._connect()
 
     @property
     def path(self) -> Path:
@@ -146,6 +150,10 @@ class BindingStore:
 
     def close(self) -> None:
         """Close the connection. Closing twice is allowed."""
+        with self._read_lock:
+            if self._read_conn is not None:
+                self._read_conn.close()
+                self._read_conn = None
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -208,20 +216,29 @@ class BindingStore:
         Expired keys are deleted at most once per ``prune_interval_s`` through the expiry index.
         Expiry uses the wall clock, so it holds across restarts.
         """
-        if not key:
-            raise ValueError("claim_event needs a non-empty key")
+        return self.claim_events([key], ttl_s)
+
+    def claim_events(self, keys: list[str], ttl_s: float) -> bool:
+        """Claim several keys in one transaction: all when none is seen yet, else none.
+
+        Returns False, and records nothing, when any key is already seen.
+        """
+        if not keys or not all(keys):
+            raise ValueError("claim_events needs non-empty keys")
         if not math.isfinite(ttl_s) or ttl_s < 0:
             raise ValueError(f"ttl_s must be a finite number >= 0, not {ttl_s!r}")
         now = time.time()
         with self._write("claim event") as conn:
-            row = conn.execute(_SEEN_SQL, (key,)).fetchone()
-            if row is not None and row[0] > now:
-                return False
+            for key in keys:
+                row = conn.execute(_SEEN_SQL, (key,)).fetchone()
+                if row is not None and row[0] > now:
+                    return False
             if now >= self._next_prune:
                 pruned = conn.execute(_PRUNE_SQL, (now,)).rowcount
                 self._next_prune = now + self._prune_interval_s
                 logger.debug("pruned %d expired event keys", pruned)
-            conn.execute(_CLAIM_SQL, (key, now + ttl_s))
+            for key in keys:
+                conn.execute(_CLAIM_SQL, (key, now + ttl_s))
         return True
 
     # Opening
@@ -303,8 +320,10 @@ class BindingStore:
                 raise
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        with self._lock:
-            conn = self._connection()
+        with self._read_lock:
+            conn = self._read_conn
+            if conn is None:
+                raise StoreError(str(self._path), "the store is closed; open a new BindingStore")
             try:
                 return conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:

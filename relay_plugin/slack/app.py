@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -130,7 +131,9 @@ async def _bolt(app: web.Application) -> AsyncIterator[None]:
         oauth_settings=oauth.settings if oauth else None,
         authorize=oauth.authorize if oauth else None,
         signing_secret=settings.slack_signing_secret,
-        process_before_response=False,
+        # Every listener acknowledges at once and leaves slow work to tracked tasks, so Bolt
+        # can answer as soon as a listener returns; with False it polls for the ack every 10 ms.
+        process_before_response=True,
     )
     permission = BindPermission(settings.bind_policy, settings.admin_users)
     command = RelayCommand(app[MANAGER], app[TRACKER], permission)
@@ -139,7 +142,7 @@ async def _bolt(app: web.Application) -> AsyncIterator[None]:
     mentions = MentionRelay(
         app[MANAGER],
         app[TRACKER],
-        app[STORE].claim_event,
+        app[STORE].claim_events,
         names,
         FairUse(settings.fair_use),
         MentionLimits(
@@ -166,7 +169,12 @@ async def _bolt(app: web.Application) -> AsyncIterator[None]:
     bolt.command("/relay")(command.handle)
     bolt.event("app_mention")(mentions.handle)
     home = HomeTab(app[STORE], app[MANAGER], permission)
-    bolt.event("app_home_opened")(home.handle)
+    tracker = app[TRACKER]
+
+    async def home_opened(event: dict[str, Any], context: Any, client: AsyncWebClient) -> None:
+        tracker.spawn(home.handle(event, context, client), name="home-tab")
+
+    bolt.event("app_home_opened")(home_opened)
     app[BOLT] = bolt
     try:
         if oauth is not None:

@@ -47,8 +47,11 @@ class CancelButton:
         self._tracker = tracker
 
     async def handle(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        """Bolt listener for the ``relay_cancel`` action."""
+        """Bolt listener for the ``relay_cancel`` action: acknowledge, then cancel in a task."""
         await ack()
+        self._tracker.spawn(self._click(body, client), name="cancel-click")
+
+    async def _click(self, body: dict[str, Any], client: AsyncWebClient) -> None:
         action = (body.get("actions") or [{}])[0]
         task_id = str(action.get("value", ""))
         user = (body.get("user") or {}).get("id", "")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -285,7 +287,11 @@ async def _membership_hint(client: AsyncWebClient, channel: str) -> str:
         "reach me yet. Invite me with `/invite @relay`."
     )
     try:
-        response: Any = await client.conversations_info(channel=channel)
+        # Bound, because a slash command must be acknowledged within 3 s; the hint is optional.
+        response: Any = await asyncio.wait_for(client.conversations_info(channel=channel), 1.5)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.info("conversations.info failed channel=%s: %s", channel, exc)
+        return ""
     except SlackApiError as exc:
         error = exc.response.get("error")
         if error == "channel_not_found":  # a private channel that the app is not in

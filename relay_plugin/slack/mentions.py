@@ -127,7 +127,7 @@ class MentionRelay:
         self,
         manager: RelayManager,
         tracker: TaskTracker,
-        claim_event: Callable[[str, float], bool],
+        claim_events: Callable[[list[str], float], bool],
         names: NameCache,
         fair_use: FairUse,
         limits: MentionLimits,
@@ -138,7 +138,7 @@ class MentionRelay:
     ) -> None:
         self._manager = manager
         self._tracker = tracker
-        self._claim_event = claim_event
+        self._claim_events = claim_events
         self._names = names
         self._fair_use = fair_use
         self._limits = limits
@@ -164,24 +164,35 @@ class MentionRelay:
             return
 
         retry = (request.headers.get("x-slack-retry-num") or ["0"])[0]
-        if not await self._claim(body.get("event_id", ""), team, channel, ts):
-            log.info("ignored a repeated event event_id=%s channel=%s ts=%s retry=%s",
-                     body.get("event_id"), channel, ts, retry)  # fmt: skip
-            return
+        # Everything from the event claim on runs in a task, so Slack's acknowledgement never
+        # waits for the store's fsync.
         try:
             self._tracker.spawn(
-                self._relay(event, team, own_user, client), name=f"mention-{channel}-{ts}"
+                self._accept(event, body.get("event_id", ""), team, own_user, client, retry),
+                name=f"mention-{channel}-{ts}",
             )
         except RuntimeError:
             log.error("shutting down: mention not relayed channel=%s ts=%s", channel, ts)
 
-    async def _claim(self, event_id: str, team: str, channel: str, ts: str) -> bool:
+    async def _accept(
+        self,
+        event: dict[str, Any],
+        event_id: str,
+        team: str,
+        own_user: str,
+        client: AsyncWebClient,
+        retry: str,
+    ) -> None:
+        """Relay the mention unless its event or its message was taken before."""
+        channel, ts = event.get("channel", ""), event.get("ts", "")
         keys = [f"msg:{team}:{channel}:{ts}"]
         if event_id:
             keys.insert(0, f"event:{event_id}")
-        ttl_s = self._limits.event_ttl_s
-        claimed = [await asyncio.to_thread(self._claim_event, key, ttl_s) for key in keys]
-        return all(claimed)
+        if not await asyncio.to_thread(self._claim_events, keys, self._limits.event_ttl_s):
+            log.info("ignored a repeated event event_id=%s channel=%s ts=%s retry=%s",
+                     event_id, channel, ts, retry)  # fmt: skip
+            return
+        await self._relay(event, team, own_user, client)
 
     async def _relay(
         self, event: dict[str, Any], team: str, own_user: str, client: AsyncWebClient
@@ -240,26 +251,36 @@ class MentionRelay:
                    "ts": ts, "thread_ts": thread_ts}  # fmt: skip
         if self._limits.public_url:
             details["reply_to"] = self._limits.public_url + CALLBACK_PATH
-        working_ts = await self._poster.post(
-            client, channel, thread_ts, working_payload(bot, task_id), task_id=task_id
-        )
-        if working_ts is None:
-            return
-
-        relay = ActiveRelay(task_id, team, channel, thread_ts, working_ts, bot, user, client,
+        relay = ActiveRelay(task_id, team, channel, thread_ts, "", bot, user, client,
                             task=asyncio.current_task())  # fmt: skip
-        self._active.add(relay)
-        self._assistant.set(relay, f"is asking {bot}…")
 
         def retrying(wait: RetryWait) -> None:
             relay.activity = f"retrying in {wait.delay_s:.0f} s after attempt {wait.attempt} failed"
 
+        # The relay starts while the working note is being posted, so the note's round trip to
+        # Slack does not delay the answer. Awaiting `sending` from this task means cancelling
+        # this task (Cancel button, shutdown) cancels the send too.
+        sending = asyncio.ensure_future(self._manager.send(
+            team, channel, bot, content,
+            session_key=session_key_for(team, channel, thread_ts, bot),
+            metadata=json.dumps(details), task_id=task_id, on_wait=retrying,
+        ))  # fmt: skip
         try:
-            outcome = await self._manager.send(
-                team, channel, bot, content,
-                session_key=session_key_for(team, channel, thread_ts, bot),
-                metadata=json.dumps(details), task_id=task_id, on_wait=retrying,
-            )  # fmt: skip
+            working_ts = await self._poster.post(
+                client, channel, thread_ts, working_payload(bot, task_id), task_id=task_id
+            )
+        except asyncio.CancelledError:
+            sending.cancel()
+            raise
+        if working_ts is None:
+            await self._abandon(sending, team, channel, bot, task_id)
+            return
+        relay.working_ts = working_ts
+        self._active.add(relay)
+        self._assistant.set(relay, f"is asking {bot}…")
+
+        try:
+            outcome = await sending
         except RelayPluginError as exc:
             await self._finish(relay, "failed", [failure_payload(bot, exc, task_id)])
             return
@@ -288,6 +309,18 @@ class MentionRelay:
             max_chars=self._limits.max_answer_chars,
         )
         await self._finish(relay, "answered", payloads, answer=answer)
+
+    async def _abandon(
+        self, sending: asyncio.Future[Any], team: str, channel: str, bot: str, task_id: str
+    ) -> None:
+        """Stop a relay whose working note could not be posted: no answer could be posted either."""
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        log.warning("relay stopped: its working note could not be posted bot=%s channel=%s "
+                    "task=%s", bot, channel, task_id)  # fmt: skip
+        binding = self._manager.existing(team, channel, bot)
+        if binding is not None:
+            self._tracker.spawn(self._manager.cancel(binding, task_id), name=f"cancel-{task_id}")
 
     async def _finish(
         self, relay: ActiveRelay, state: str, payloads: list[dict[str, Any]], *, answer: str = ""
@@ -323,6 +356,8 @@ class MentionRelay:
             raise
         relay.task = None
         relay.activity = "accepted the task and will report back"
+        log.info("task %s accepted by %s; waiting up to %.0f s for its report",
+                 relay.task_id, relay.bot, timeout_s)  # fmt: skip
         if not self._limits.public_url:
             log.warning("%s answered 202 but RELAY_PUBLIC_URL is not set, so it was told no "
                         "callback address; the task times out in %.0f s", relay.bot, timeout_s)  # fmt: skip

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 log = logging.getLogger(__name__)
 
 ROLE_CACHE_TTL_S = 300.0
+LOOKUP_TIMEOUT_S = 2.0
 MAX_CACHED_ROLES = 10_000
 
 
@@ -37,8 +40,8 @@ class BindPermission:
             return None
         try:
             is_admin = await self._is_admin(client, team, user)
-        except SlackApiError as exc:
-            error = exc.response.get("error")
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            error = exc.response.get("error") if isinstance(exc, SlackApiError) else "no answer in time"
             log.warning("users.info failed team=%s user=%s error=%s", team, user, error)
             return (
                 f"I could not check your role: Slack's users.info answered `{error}`. "
@@ -68,7 +71,8 @@ class BindPermission:
         cached = self._roles.get(key)
         if cached and cached[0] > now:
             return cached[1]
-        response: Any = await client.users_info(user=user)
+        # Bound, because a slash command must be acknowledged within 3 s.
+        response: Any = await asyncio.wait_for(client.users_info(user=user), LOOKUP_TIMEOUT_S)
         profile = response.get("user") or {}
         is_admin = bool(
             (profile.get("is_admin") or profile.get("is_owner") or profile.get("is_primary_owner"))

@@ -142,8 +142,11 @@ class AssistantStatus:
         self._calls: set[asyncio.Task[None]] = set()
 
     def set(self, relay: ActiveRelay, status: str) -> None:
-        """Start setting the status of the relay's thread; "" clears it."""
-        if relay.team in self._off:
+        """Start setting the status of the relay's thread; "" clears it.
+
+        Assistant threads live in direct messages with the app, so channels are skipped.
+        """
+        if relay.team in self._off or not relay.channel.startswith("D"):
             return
         call = asyncio.get_running_loop().create_task(self._call(relay, status))
         self._calls.add(call)
