@@ -53,15 +53,16 @@ async def running(
     agent_mode: str = "echo",
     bindings: int = 1,
     naive: bool = False,
+    sim: BenchSimulator | None = None,
     **env: str,
 ) -> AsyncIterator[BenchStack]:
     """Start simulator, agent and app (the plugin, or the naive baseline); stop them on exit.
 
     The plugin's store gets ``bindings`` bindings of the bench bot, one per channel, before it
-    starts. ``env`` overrides the plugin's environment.
+    starts. ``env`` overrides the plugin's environment. ``sim`` replaces the default simulator.
     """
     work.mkdir(parents=True, exist_ok=True)
-    sim = BenchSimulator(users=USERS)
+    sim = sim or BenchSimulator(users=USERS)
     await sim.start()
     agent = agent_child(agent_mode, work)
     app: Child | None = None
