@@ -129,3 +129,15 @@ async def test_gate_endpoints_independent():
     async with gate.slot("a"):
         async with gate.slot("b"):
             pass
+
+
+def test_thread_budget_forgets_least_recent(monkeypatch):
+    monkeypatch.setattr("relay_plugin.core.limits.MAX_TRACKED_THREADS", 3)
+    fair = limited(thread_budget=1)
+    assert fair.acquire(keys(thread="old")) is None
+    assert fair.acquire(keys(thread="busy")) is None
+    for name in ("t1", "t2"):
+        assert fair.acquire(keys(thread=name)) is None
+    assert fair.acquire(keys(thread="old")) is None  # forgotten, so its budget starts afresh
+    refusal = fair.acquire(keys(thread="t2"))  # still remembered
+    assert refusal is not None

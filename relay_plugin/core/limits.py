@@ -13,8 +13,9 @@ from relay_plugin.core.policy import FairUsePolicy
 from relay_plugin.errors import EndpointBusyError
 
 WINDOW_S = 60.0
-# Threads whose budgets are remembered; the least recently used are forgotten beyond this.
-MAX_TRACKED_THREADS = 100_000
+# Threads whose budgets are remembered; the least recently used are forgotten beyond this. A
+# loop between bots keeps its thread among the most recently used, so it stays counted.
+MAX_TRACKED_THREADS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
