@@ -29,7 +29,7 @@ class Refusal:
 
 @dataclass(frozen=True, slots=True)
 class RelayKeys:
-    """Who and where a relay comes from, as the keys the limits count by."""
+    """Keys that the limits count a relay by: its user, channel and thread."""
 
     user: str
     channel: str
