@@ -122,6 +122,19 @@ class _RelayHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler that configure_logging installs, so a second call replaces it."""
 
 
+def _drop_bolt_token_warning(record: logging.LogRecord) -> bool:
+    """Drop Bolt 1.30's start-up warning that the passed client's token wins over SLACK_BOT_TOKEN.
+
+    Bolt reads SLACK_BOT_TOKEN from the environment itself and warns because the app also
+    passes a client; the client carries the same token (or, with OAuth, none is used), so the
+    warning asks the operator to do nothing.
+    """
+    return not (
+        record.name.startswith("slack_bolt")
+        and "`token` will be unused" in record.getMessage()
+    )
+
+
 def configure_logging(
     level: str, log_format: str = "text", *, stream: TextIO | None = None
 ) -> None:
@@ -140,6 +153,7 @@ def configure_logging(
     chosen_format = log_format.strip().lower() or "text"
     handler = _RelayHandler(sys.stderr if stream is None else stream)
     handler.addFilter(RelayIdsFilter())
+    handler.addFilter(_drop_bolt_token_warning)
     handler.setFormatter(JsonFormatter() if chosen_format == "json" else TextFormatter())
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -263,7 +263,7 @@ async def test_names_differing_in_case_rejected(tmp_path):
         await stack.command(f"bind echo {stack.agent_url}")
         reply = await stack.command(f"bind ECHO {stack.agent_url}")
         listed = await stack.command("list")
-    assert "'echo' is already bound here" in reply
+    assert "'echo' is already bound in this channel" in reply
     assert "ECHO" not in listed
 
 

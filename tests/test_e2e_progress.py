@@ -212,7 +212,7 @@ async def test_silent_async_task_times_out(tmp_path):
         await stack.command(f"bind later {stack.agent_url} token={TOKEN}")
         event = await stack.mention("later never")
         replies = await stack.final_replies("C0001", event["ts"], timeout=15)
-    assert "did not report back within" in replies[0].text
+    assert "did not report back within 1 s" in replies[0].text
 
 
 async def test_cancel_pending_async_task(tmp_path):
@@ -262,3 +262,13 @@ async def test_assistant_status_skipped_in_channels(tmp_path):
         await stack.final_replies("C0001", event["ts"])
         calls = [call.method for call in stack.sim.calls]
     assert "assistant.threads.setStatus" not in calls
+
+
+async def test_test_command_with_async_bot(tmp_path):
+    async with running_stack(tmp_path / "data", agent_mode="async:30", agent_token=TOKEN) as stack:
+        await stack.command(f"bind later {stack.agent_url} token={TOKEN}")
+        await stack.command("test later")
+        await stack.sim.wait_for(lambda: stack.sim.responses, description="test result")
+        result = stack.sim.responses[-1]["text"]
+    assert "*later* is reachable: it accepted the ping" in result
+    assert "does not wait for such reports" in result

@@ -37,8 +37,9 @@ async def test_remote_task_failure_shown(tmp_path):
         await stack.command(f"bind broken {stack.agent_url}")
         event = await stack.mention("broken please")
         replies = await stack.final_replies("C0001", event["ts"])
-    assert "broken" in replies[0].text
-    assert "HTTP 500" in replies[0].text or "failed" in replies[0].text
+    assert "*broken* answered with an error" in replies[0].text
+    assert "HTTP 500" in replies[0].text
+    assert "It said: `agent 'echo' runs in mode 'fail' and fails every task`" in replies[0].text
 
 
 async def test_fail_first_recovers_with_retries(tmp_path):

@@ -136,3 +136,29 @@ async def test_serve_rejects_unknown_format(tmp_path):
     assert process.returncode == 2
     assert b"RELAY_LOG_FORMAT='xml' is not text or json; logging as text" in stderr
     assert b"RELAY_LOG_FORMAT: 'xml' is not one of text, json" in stderr
+
+
+def test_bolt_token_warning_dropped():
+    import io
+    import logging
+
+    from relay_plugin.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    for handler in saved:
+        root.removeHandler(handler)
+    stream = io.StringIO()
+    try:
+        configure_logging("INFO", stream=stream)
+        logging.getLogger("slack_bolt.AsyncApp").warning(
+            "As you gave `client` as well, `token` will be unused."
+        )
+        logging.getLogger("slack_bolt.AsyncApp").warning("another Bolt warning")
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved:
+            root.addHandler(handler)
+    assert "will be unused" not in stream.getvalue()
+    assert "another Bolt warning" in stream.getvalue()

@@ -124,3 +124,8 @@ def test_bind_command_round_trip(bot, host, port, wrapped):
 @given(_names)
 def test_route_round_trip(bot):
     assert route_mention(f"<@U0RELAY> {bot} hello", "U0RELAY", [bot, "zz-other"]) == Route(bot, "hello")
+
+
+def test_bind_name_with_space_explained():
+    with pytest.raises(UsageError, match="Bot names cannot contain spaces"):
+        parse_command("bind bad name http://bots.example.com")

@@ -560,3 +560,21 @@ def test_version_one_file_migrates_to_pending_tasks(tmp_path: Path) -> None:
         tables = [row[0] for row in store.read("SELECT name FROM sqlite_master", ())]
     assert kept is not None
     assert "pending_tasks" in tables
+
+
+def test_names_differing_in_case_rejected(tmp_path):
+    with BindingStore(tmp_path / "data") as store:
+        store.put(BotBinding("T1", "C1", "Echo", "http://bots.example.com"))
+        with pytest.raises(InvalidBindingError, match="'Echo' is already bound in this channel"):
+            store.put(BotBinding("T1", "C1", "echo", "http://bots.example.com"))
+        store.put(BotBinding("T1", "C2", "echo", "http://bots.example.com"))
+        names = [b.bot for b in store.all()]
+    assert names == ["Echo", "echo"]
+
+
+def test_batch_with_case_twins_rejected(tmp_path):
+    with BindingStore(tmp_path / "data") as store:
+        with pytest.raises(InvalidBindingError, match="differ only in case"):
+            store.put_many([BotBinding("T1", "C1", "A", "http://bots.example.com"),
+                            BotBinding("T1", "C1", "a", "http://bots.example.com")])  # fmt: skip
+        assert store.count() == 0

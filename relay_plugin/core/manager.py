@@ -15,6 +15,7 @@ from relay_plugin.core.endpoints import endpoint_key
 from relay_plugin.core.guard import TargetGuard
 from relay_plugin.core.limits import EndpointGate
 from relay_plugin.core.metrics import (
+    ACCEPTED,
     CANCELLED,
     COMPLETED,
     FAILED,
@@ -107,13 +108,6 @@ class RelayManager:
         With a guard, the URL's host must resolve to an allowed address first, or
         InvalidBindingError (TargetNotAllowedError for a disallowed address) is raised.
         """
-        for other in self._store.channel(binding.team_id, binding.channel_id):
-            if other.bot != binding.bot and other.bot.lower() == binding.bot.lower():
-                raise InvalidBindingError(
-                    "bot name", binding.bot,
-                    f"{other.bot!r} is already bound here, and names that differ only in case "
-                    "would be confused in mentions; unbind it first or pick another name",
-                )  # fmt: skip
         if self._guard is not None:
             await self._guard.resolve_url(binding.url)
         stored = await asyncio.to_thread(self._store.put, binding)
@@ -234,7 +228,13 @@ class RelayManager:
             self._count(bot, CANCELLED, 0, started)
             raise
         self._record(key, latency_s=result.elapsed_s)
-        self._count(bot, FAILED if result.response.failed else COMPLETED, result.attempts, started)
+        if result.response.failed:
+            outcome = FAILED
+        elif result.response.status == TaskStatus.WORKING:
+            outcome = ACCEPTED  # the remote reports the result later, through the callback
+        else:
+            outcome = COMPLETED
+        self._count(bot, outcome, result.attempts, started)
         log.info(
             "relay done bot=%s channel=%s task=%s status=%s attempts=%d elapsed=%.3fs",
             bot, channel_id, message.task_id, result.response.status, result.attempts,

@@ -36,6 +36,7 @@ from relay_plugin.errors import (
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 COMPLETED = "completed"
+ACCEPTED = "accepted"
 FAILED = "failed"
 REFUSED = "refused"
 CANCELLED = "cancelled"

@@ -302,7 +302,7 @@ class RelaySender:
 
         body, _ = await _read_bounded(response, _ERROR_READ_BYTES)
         error = RemoteHTTPError(
-            _status_problem(response), url=url, status=status, excerpt=excerpt(body)
+            _status_problem(response), url=url, status=status, excerpt=_error_text(body)
         )
         if status in _SAFE_STATUSES:
             retry = _Retry.SAFE
@@ -336,6 +336,17 @@ class RelaySender:
                 "relay to %s failed after %d attempt(s); giving up: %s",
                 url, details["tries"], failure.error.args[0],
             )  # fmt: skip
+
+
+def _error_text(body: bytes) -> str:
+    """Return the ``error`` field of a JSON error body (HotPlex's and ours), else its start."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return excerpt(body)
+    if isinstance(data, dict) and isinstance(data.get("error"), str) and data["error"]:
+        return excerpt(data["error"])
+    return excerpt(body)
 
 
 def _failure(

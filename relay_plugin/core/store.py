@@ -168,7 +168,9 @@ class BindingStore:
         now = datetime.now(timezone.utc)
         stored = [replace(validate_binding(b), created_at=now) for b in bindings]
         with self._write("put") as conn:
-            conn.executemany(_PUT_SQL, [_to_row(b) for b in stored])
+            for binding in stored:
+                _reject_case_twin(conn, binding)
+                conn.execute(_PUT_SQL, _to_row(binding))
         return stored
 
     def remove(self, team_id: str, channel_id: str, bot: str) -> bool:
@@ -328,6 +330,24 @@ class BindingStore:
                 return conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise store_error(self._path, "read", exc) from exc
+
+
+def _reject_case_twin(conn: sqlite3.Connection, binding: BotBinding) -> None:
+    """Raise InvalidBindingError when the channel has a bot whose name differs only in case.
+
+    Mentions match bot names without case, so two such bots could not be told apart.
+    """
+    row = conn.execute(
+        "SELECT bot FROM bindings WHERE team_id = ? AND channel_id = ? AND bot = ? COLLATE NOCASE"
+        " AND bot != ?",
+        (binding.team_id, binding.channel_id, binding.bot, binding.bot),
+    ).fetchone()
+    if row is not None:
+        raise InvalidBindingError(
+            "bot name", binding.bot,
+            f"{row[0]!r} is already bound in this channel, and names that differ only in case "
+            "would be confused in mentions; remove it first or pick another name",
+        )  # fmt: skip
 
 
 def _to_row(binding: BotBinding) -> tuple[Any, ...]:

@@ -107,9 +107,10 @@ class TaskReports:
         """Time out pending tasks whose deadline passed, every ``interval_s``, until cancelled."""
         while True:
             for task in await self._pending.take_expired():
-                minutes = (task.expires_at - task.started_at) / 60
+                waited_s = task.expires_at - task.started_at
+                waited = f"{waited_s / 60:.0f} min" if waited_s >= 120 else f"{waited_s:.0f} s"
                 line = (f":hourglass: *{task.bot}* accepted the task but did not report back "
-                        f"within {minutes:.0f} min, so the relay app stopped waiting.")  # fmt: skip
+                        f"within {waited}, so the relay app stopped waiting.")  # fmt: skip
                 log.warning("pending task %s of %s timed out", task.task_id, task.bot)
                 await self._replace(task, "timed out", [failure_payload(task.bot, line, task.task_id)], "")
             await asyncio.sleep(interval_s)

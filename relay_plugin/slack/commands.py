@@ -75,6 +75,11 @@ def parse_command(text: str) -> ParsedCommand:
         if len(args) < 2:
             raise UsageError("Write `/relay bind <bot> <url>`, e.g. `/relay bind review-bot https://bots.example.com:9080`.")
         bot = validate_bot_name(args[0])
+        if "://" not in args[1] and any("://" in word for word in args[2:]):
+            raise UsageError(
+                f"The URL must follow the bot name directly. Bot names cannot contain spaces: "
+                f"write `/relay bind {args[0]}-{args[1]} <url>` or another name without spaces."
+            )
         url = validate_url(unwrap_link(args[1]))
         return ParsedCommand("bind", bot=bot, url=url, options=_parse_options(args[2:]))
     raise UsageError(f"Unknown action `{escape_text(words[0][:40])}`.")
@@ -230,6 +235,12 @@ class RelayCommand:
         except RelayPluginError as exc:
             text = f"Test of *{binding.bot}* failed: {failure_line(binding.bot, exc)}"
         else:
+            if outcome.response.status == "working":
+                text = (f":white_check_mark: *{binding.bot}* is reachable: it accepted the ping "
+                        f"in {time.monotonic() - started:.2f} s and would report the result "
+                        "later. A test does not wait for such reports.")  # fmt: skip
+                await self._respond(respond, binding.bot, text)
+                return
             answer = escape_text(outcome.response.content[:200]) or "(no text)"
             attempts = "attempt" if outcome.attempts == 1 else "attempts"
             text = (
@@ -237,10 +248,13 @@ class RelayCommand:
                 f"{time.monotonic() - started:.2f} s ({outcome.attempts} {attempts}, "
                 f"status `{outcome.response.status}`): {answer}"
             )
+        await self._respond(respond, binding.bot, text)
+
+    async def _respond(self, respond: Any, bot: str, text: str) -> None:
         try:
             await respond(response_type="ephemeral", text=text)
         except Exception:  # the response_url may have expired; the log keeps the result
-            log.exception("posting the test result failed bot=%s: %s", binding.bot, text)
+            log.exception("posting the test result failed bot=%s: %s", bot, text)
 
 
 def _names(bindings: list[BotBinding]) -> str:

@@ -54,7 +54,8 @@ class BindPermission:
         extra = f" and {listed}" if listed else ""
         return (
             f"Only workspace admins and owners{extra} may bind and unbind bots here. "
-            "Ask one of them, or ask the app's operator to set RELAY_BIND_POLICY=everyone."
+            "Ask one of them, or ask the app's operator to add your user id to "
+            "RELAY_ADMIN_USERS or to set RELAY_BIND_POLICY=everyone."
         )
 
     async def is_admin(self, client: AsyncWebClient, team: str, user: str) -> bool:
