@@ -101,6 +101,15 @@ class AppProcess:
         return process.returncode if process.returncode is not None else -1
 
 
+async def serve_until_exit(env: dict[str, str], timeout: float = 20.0) -> tuple[int, bytes]:
+    """Run ``relay-plugin serve`` that is expected to stop by itself; return its code and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay_plugin", "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    return process.returncode if process.returncode is not None else -1, stderr
+
+
 def app_env(sim: SlackSimulator, data_dir: Path, **overrides: str) -> dict[str, str]:
     """Return the environment of an app process wired to the simulator, with short delays."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("SLACK_", "RELAY_"))}

@@ -1,11 +1,9 @@
 """The serve process: failures in threads, breakers, restarts, shutdown and configuration."""
 
-import asyncio
 import signal
 import socket
-import sys
 
-from harness import AppProcess, app_env, running_stack
+from harness import AppProcess, app_env, running_stack, serve_until_exit
 from relay_plugin.tools.simulator import SlackSimulator
 
 
@@ -98,12 +96,8 @@ async def test_missing_setting_stops_startup(tmp_path):
     async with SlackSimulator() as sim:
         env = app_env(sim, tmp_path / "data")
         del env["SLACK_SIGNING_SECRET"]
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "relay_plugin", "serve", env=env,
-            stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, stderr = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode == 2
+        returncode, stderr = await serve_until_exit(env)
+    assert returncode == 2
     assert b"SLACK_SIGNING_SECRET: missing" in stderr
 
 
@@ -113,12 +107,8 @@ async def test_corrupt_store_stops_startup(tmp_path):
     (data / "relay.db").write_bytes(b"this is not a database" * 100)
     async with SlackSimulator() as sim:
         app = AppProcess(app_env(sim, data))
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "relay_plugin", "serve", env=app.env,
-            stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, stderr = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode == 1
+        returncode, stderr = await serve_until_exit(app.env)
+    assert returncode == 1
     assert str(data / "relay.db").encode() in stderr
     assert (data / "relay.db").read_bytes() == b"this is not a database" * 100
 
@@ -137,11 +127,7 @@ async def test_healthz(tmp_path):
 async def test_rejected_bot_token_stops_startup(tmp_path):
     async with SlackSimulator(bot_token="xoxb-right") as sim:
         env = app_env(sim, tmp_path / "data", SLACK_BOT_TOKEN="xoxb-wrong")
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "relay_plugin", "serve", env=env,
-            stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, stderr = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode == 2
+        returncode, stderr = await serve_until_exit(env)
+    assert returncode == 2
     assert b"SLACK_BOT_TOKEN: Slack rejected it (invalid_auth)" in stderr
     assert b"Traceback" not in stderr

@@ -32,7 +32,6 @@ from relay_plugin.core.store import BindingStore, BotBinding
 from relay_plugin.errors import (
     ConfigError,
     InvalidBindingError,
-    RemoteUnreachableError,
     TargetBlockedError,
     TargetNotAllowedError,
 )

@@ -4,9 +4,8 @@ import asyncio
 import io
 import json
 import logging
-import sys
 
-from harness import BOT_TOKEN, SIGNING_SECRET, app_env, running_stack
+from harness import BOT_TOKEN, SIGNING_SECRET, app_env, running_stack, serve_until_exit
 from relay_plugin.logs import (
     JsonFormatter,
     RelayIdsFilter,
@@ -128,12 +127,8 @@ async def test_serve_slack_failure_names_relay(tmp_path):
 async def test_serve_rejects_unknown_format(tmp_path):
     async with SlackSimulator() as sim:
         env = app_env(sim, tmp_path / "data", RELAY_LOG_FORMAT="xml")
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "relay_plugin", "serve", env=env,
-            stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, stderr = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode == 2
+        returncode, stderr = await serve_until_exit(env)
+    assert returncode == 2
     assert b"RELAY_LOG_FORMAT='xml' is not text or json; logging as text" in stderr
     assert b"RELAY_LOG_FORMAT: 'xml' is not one of text, json" in stderr
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from harness import APP_TOKEN, BOT_TOKEN, app_env, running_stack
+from harness import APP_TOKEN, BOT_TOKEN, app_env, running_stack, serve_until_exit
 from relay_plugin.config import Settings
 from relay_plugin.errors import ConfigError
 from relay_plugin.tools.simulator import SlackSimulator
@@ -275,12 +273,8 @@ async def test_sigterm_drains_relay_and_closes_socket(tmp_path):
 async def test_rejected_app_token_stops_startup(tmp_path):
     async with SlackSimulator(bot_token=BOT_TOKEN, app_token=APP_TOKEN) as sim:
         env = app_env(sim, tmp_path / "data", SLACK_APP_TOKEN="xapp-revoked")
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "relay_plugin", "serve", env=env,
-            stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, stderr = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode == 2
+        returncode, stderr = await serve_until_exit(env)
+    assert returncode == 2
     assert b"SLACK_APP_TOKEN: rejected by Slack's apps.connections.open (invalid_auth)" in stderr
     assert b"Traceback" not in stderr
     assert b"xapp-revoked" not in stderr
@@ -291,11 +285,7 @@ async def test_connections_open_failure_stops_startup(tmp_path):
     async with SlackSimulator(bot_token=BOT_TOKEN, app_token=APP_TOKEN) as sim:
         sim.fail_next("apps.connections.open", "internal_error")
         env = app_env(sim, tmp_path / "data", SLACK_APP_TOKEN=APP_TOKEN)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "relay_plugin", "serve", env=env,
-            stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, stderr = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode == 1
+        returncode, stderr = await serve_until_exit(env)
+    assert returncode == 1
     assert b"Socket Mode: apps.connections.open failed: internal_error" in stderr
     assert b"Traceback" not in stderr

@@ -30,7 +30,6 @@ from relay_plugin.errors import (
     BotNotBoundError,
     CircuitOpenError,
     EndpointBusyError,
-    InvalidBindingError,
     RelayError,
     RemoteTaskError,
     TargetBlockedError,
