@@ -116,6 +116,10 @@ def _fail(message: str, code: int) -> int:
 
 
 def _list(args: argparse.Namespace, env: Mapping[str, str], data_dir: Path) -> None:
+    # Reading commands do not create a store where there is none.
+    if not (data_dir / BindingStore.FILE_NAME).exists():
+        print(f"no bindings (no store at {data_dir / BindingStore.FILE_NAME} yet)")
+        return
     with BindingStore(data_dir) as store:
         if args.team and args.channel:
             bindings = store.channel(args.team, args.channel)
@@ -232,6 +236,10 @@ def _read_json(file: str, source: str) -> Any:
 
 
 def _export(args: argparse.Namespace, env: Mapping[str, str], data_dir: Path) -> None:
+    if not (data_dir / BindingStore.FILE_NAME).exists():
+        raise BindingError(
+            f"no binding store at {data_dir / BindingStore.FILE_NAME}; check RELAY_DATA_DIR"
+        )
     with BindingStore(data_dir) as store:
         document = export_bindings(store, include_secrets=args.include_secrets)
         withheld = 0 if args.include_secrets else sum(1 for b in store.all() if b.token)

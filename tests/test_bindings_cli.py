@@ -241,6 +241,7 @@ def test_run_list_filters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_run_list_empty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    BindingStore(tmp_path).close()
     assert _run(tmp_path, "list") == 0
     assert capsys.readouterr().out == "no bindings\n"
 
@@ -343,6 +344,7 @@ def test_cli_export_hides_tokens(tmp_path: Path) -> None:
 
 
 def test_cli_export_unwritable_path(tmp_path: Path) -> None:
+    BindingStore(tmp_path / "data").close()
     result = _cli(tmp_path / "data", "export", str(tmp_path / "missing" / "out.json"))
     assert result.returncode == 1
     assert "cannot write it" in result.stderr
@@ -372,3 +374,17 @@ def test_import_without_version_or_bindings_explains(tmp_path):
             import_bindings(store, {"bindings": []}, default_team="T1")
         with pytest.raises(BindingsFileError, match="'bindings' is missing"):
             import_bindings(store, {"version": 1}, default_team="T1")
+
+
+def test_list_and_export_do_not_create_store(tmp_path):
+    data = tmp_path / "data"
+    env = {**os.environ, "RELAY_DATA_DIR": str(data)}
+    listed = subprocess.run([sys.executable, "-m", "relay_plugin", "bindings", "list"],
+                            capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    exported = subprocess.run([sys.executable, "-m", "relay_plugin", "bindings", "export"],
+                              capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    assert listed.returncode == 0
+    assert "no bindings (no store at" in listed.stdout
+    assert exported.returncode == 2
+    assert "no binding store at" in exported.stderr
+    assert not data.exists()
