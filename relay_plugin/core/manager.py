@@ -52,7 +52,7 @@ class RelayOutcome:
 
 @dataclass(frozen=True, slots=True)
 class EndpointStats:
-    """What the last relays to one endpoint did, for status output."""
+    """Results of the last relays to one endpoint, for status output."""
 
     last_success_at: datetime | None = None
     last_failure_at: datetime | None = None
@@ -163,8 +163,9 @@ class RelayManager:
     ) -> RelayOutcome:
         """Relay ``content`` to a bound bot and return its answer.
 
-        Raises BotNotBoundError, CircuitOpenError, RemoteTimeoutError, RemoteUnreachableError,
-        RemoteHTTPError, BadAnswerError, or RemoteTaskError when the remote reports a failed task.
+        Raises BotNotBoundError, CircuitOpenError, EndpointBusyError, TargetBlockedError,
+        RemoteTimeoutError, RemoteUnreachableError, RemoteHTTPError, BadAnswerError, or
+        RemoteTaskError when the remote reports a failed task.
         Every log record of the relay carries its task id, channel and bot.
         """
         task_id = task_id or str(uuid.uuid4())

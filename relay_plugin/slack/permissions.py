@@ -1,4 +1,4 @@
-"""Who may change bindings: workspace admins and owners, listed users, or everyone."""
+"""Permission to change bindings: workspace admins and owners, listed users, or everyone."""
 
 from __future__ import annotations
 

@@ -186,7 +186,7 @@ def answer_payloads(
 
 
 def failure_line(bot: str, error: RelayPluginError) -> str:
-    """Return one line that says what went wrong with a relay and what happens next."""
+    """Return one line that states what went wrong with a relay and what happens next."""
     reason = escape_text(error.user_message)
     attempts = getattr(error, "attempts", 0)
     if attempts > 1:
